@@ -1,0 +1,115 @@
+"""Output shape of every layer: (C, H, W) with the course's floor rule ⌊(W − K + 2P)/S⌋ + 1.
+
+    conv(6, k=5) on (1, 32, 32) -> (6, 28, 28);  pool(max, 2) on (6, 28, 28) -> (6, 14, 14)
+
+Impossible shapes raise SpecError at the offending layer; a window that does not tile its input
+exactly is allowed but produces a warning (the last rows or columns are never seen).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import ir
+from ..errors import SpecError
+
+
+@dataclass(frozen=True, slots=True)
+class ShapeWarning:
+    message: str
+    layer: ir.AnyLayer
+
+    def format(self) -> str:
+        where = f"{self.layer.span}: " if self.layer.span else ""
+        return f"{where}warning: {self.layer.label}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class Shapes:
+    inputs: tuple[ir.Shape, ...]  # per layer, what it reads
+    outputs: tuple[ir.Shape, ...]  # per layer, what it writes
+    warnings: tuple[ShapeWarning, ...]
+
+
+def infer_shapes(net: ir.Net) -> Shapes:
+    inputs, outputs, warnings = [], [], []
+    shape = net.input
+    for layer in net.layers:
+        inputs.append(shape)
+        shape = _output(layer, shape, warnings)
+        outputs.append(shape)
+    return Shapes(tuple(inputs), tuple(outputs), tuple(warnings))
+
+
+def window_out(size: int, kernel: int, stride: int, pad: int) -> int:
+    """⌊(size − kernel + 2·pad)/stride⌋ + 1, or ≤ 0 when the window does not fit."""
+    return (size - kernel + 2 * pad) // stride + 1
+
+
+def _windowed(layer, shape: ir.Shape, channels: int, pad: ir.Pair, warnings: list) -> ir.Shape:
+    c, h, w = shape
+    (kh, kw), (sh, sw) = layer.kernel, layer.stride
+    for axis, size, k, p in (("height", h, kh, pad[0]), ("width", w, kw, pad[1])):
+        if k > size + 2 * p:
+            raise SpecError(
+                f"{layer.label}: kernel {k} is larger than the padded input {axis} "
+                f"{size}{f' + 2×{p}' if p else ''} (input is {_fmt(shape)})",
+                layer.span,
+                hint="use a smaller kernel, more padding, or fewer pooling layers before it",
+            )
+    oh, ow = window_out(h, kh, sh, pad[0]), window_out(w, kw, sw, pad[1])
+    lost = [f"{(h + 2 * pad[0] - kh) % sh} row(s)"] if (h + 2 * pad[0] - kh) % sh else []
+    lost += [f"{(w + 2 * pad[1] - kw) % sw} column(s)"] if (w + 2 * pad[1] - kw) % sw else []
+    if lost:
+        warnings.append(ShapeWarning(
+            f"the window does not tile the input {_fmt(shape)} exactly: the last "
+            f"{' and '.join(lost)} are never seen", layer))
+    return (channels, oh, ow)
+
+
+def _output(layer: ir.AnyLayer, shape: ir.Shape, warnings: list) -> ir.Shape:
+    c, h, w = shape
+    match layer:
+        case ir.Conv():
+            _check_connectivity(layer, c)
+            return _windowed(layer, shape, layer.out_channels, layer.pad, warnings)
+        case ir.Pool():
+            if layer.pad[0] * 2 > layer.kernel[0] or layer.pad[1] * 2 > layer.kernel[1]:
+                raise SpecError(f"{layer.label}: pool padding {layer.pad} is more than half the "
+                                f"window {layer.kernel}", layer.span,
+                                hint="a window could then lie entirely in the padding")
+            return _windowed(layer, shape, c, layer.pad, warnings)
+        case ir.Subsample():
+            return _windowed(layer, shape, c, (0, 0), warnings)
+        case ir.GlobalAvgPool():
+            return (c, 1, 1)
+        case ir.FC():
+            return (layer.units, 1, 1)
+        case ir.Flatten():
+            return (c * h * w, 1, 1)
+        case ir.Act() | ir.Softmax() | ir.Dropout() | ir.BatchNorm():
+            return shape
+        case _:
+            raise NotImplementedError(layer.kind)
+
+
+def _check_connectivity(conv: ir.Conv, in_channels: int) -> None:
+    if conv.table is not None:
+        t = conv.table
+        if (t.in_channels, t.out_channels) != (in_channels, conv.out_channels):
+            raise SpecError(
+                f"{conv.label}: table '{t.name}' is {t.in_channels}×{t.out_channels} (rows × "
+                f"columns) but the layer connects {in_channels} input to {conv.out_channels} "
+                f"output channels", conv.span,
+                hint="a table has one row per input channel and one column per output channel")
+        empty = [j for j in range(t.out_channels) if not t.inputs_of(j)]
+        if empty:
+            raise SpecError(f"{conv.label}: table '{t.name}' leaves output channel {empty[0]} "
+                            f"with no input", conv.span)
+    elif in_channels % conv.groups or conv.out_channels % conv.groups:
+        raise SpecError(
+            f"{conv.label}: groups={conv.groups} must divide both the input channels "
+            f"({in_channels}) and the output channels ({conv.out_channels})", conv.span)
+
+
+def _fmt(shape: ir.Shape) -> str:
+    return "×".join(map(str, shape))
