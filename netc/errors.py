@@ -43,3 +43,8 @@ class DataError(NetcError):
     """A missing, corrupt or mismatched data file or checkpoint."""
 
     exit_code = 4
+
+
+class InputError(NetcError, ValueError):
+    """A wrong call into a compiled model (shape, dtype, layout, labels, batch size), caught in
+    Python before anything reaches C."""

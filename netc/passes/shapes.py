@@ -3,7 +3,9 @@
     conv(6, k=5) on (1, 32, 32) -> (6, 28, 28);  pool(max, 2) on (6, 28, 28) -> (6, 14, 14)
 
 Impossible shapes raise SpecError at the offending layer; a window that does not tile its input
-exactly is allowed but produces a warning (the last rows or columns are never seen).
+exactly is allowed but produces a warning (the last rows or columns are never seen). Absurd sizes
+are refused up front: more than LIMIT elements in one layer's output (per sample) or in one layer's
+weight tensor, or more than LIMIT parameters in the whole net.
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from dataclasses import dataclass
 
 from .. import ir
 from ..errors import SpecError
+
+LIMIT = 2**31  # elements: 8 GiB of float32, and the most a C int can index
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,12 +36,36 @@ class Shapes:
 
 def infer_shapes(net: ir.Net) -> Shapes:
     inputs, outputs, warnings = [], [], []
-    shape = net.input
+    shape, total = net.input, 0
     for layer in net.layers:
         inputs.append(shape)
+        weights = _weight_bound(layer, shape)
+        total += weights
         shape = _output(layer, shape, warnings)
         outputs.append(shape)
+        _check_size(layer, shape, weights, total)
     return Shapes(tuple(inputs), tuple(outputs), tuple(warnings))
+
+
+def _weight_bound(layer: ir.AnyLayer, shape: ir.Shape) -> int:
+    """The layer's weight tensor as stored densely: exact, or an upper bound for a table."""
+    c, h, w = shape
+    match layer:
+        case ir.Conv():
+            return layer.out_channels * c // layer.groups * layer.kernel[0] * layer.kernel[1]
+        case ir.FC():
+            return layer.units * c * h * w
+        case _:
+            return 0  # per-channel parameters are bounded by the output check
+
+
+def _check_size(layer: ir.AnyLayer, out: ir.Shape, weights: int, total: int) -> None:
+    hint = "the network could not fit in memory; check the sizes and the parameters"
+    for what, n in ((f"output {_fmt(out)}", out[0] * out[1] * out[2]),
+                    ("weight tensor", weights), ("weights up to this layer", total)):
+        if n > LIMIT:
+            raise SpecError(f"{layer.label}: {what}: {n:,} elements, more than netc's limit of "
+                            f"{LIMIT:,} (2**31)", layer.span, hint=hint)
 
 
 def window_out(size: int, kernel: int, stride: int, pad: int) -> int:

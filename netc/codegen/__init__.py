@@ -1,0 +1,55 @@
+"""IR + shapes + memory plan → C source text and the cffi declarations it exports.
+
+Pure and deterministic: the same inputs give the same bytes (no timestamps, no paths, no dict-order
+surprises). Never compiles, never touches cffi: netc.build takes the CSource from here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import ir
+from ..passes.memory import Plan
+from ..passes.shapes import Shapes
+from .env import environment
+from .views import ABI_VERSION, net_view
+
+# The same for every network and dtype, so the Python runtime never changes with the network:
+# real arrays travel as void* (float or double, per netc_real_size()).
+CDEF = """\
+int netc_abi_version(void);
+int netc_real_size(void);
+long long netc_mem_size(void);
+long long netc_imem_size(void);
+int netc_max_batch(void);
+void netc_seed(int* imem, unsigned long long seed);
+void netc_forward(void* mem, int* imem, const void* x, int B, int train);
+double netc_loss_and_grad(void* mem, int* imem, const void* x, const int* labels,
+                          const void* targets, int B, int train, int want_dx);
+void netc_update(void* mem, int* imem, double lr, double momentum, double weight_decay,
+                 double beta1, double beta2, double eps);
+double netc_train_step(void* mem, int* imem, const void* x, const int* labels,
+                       const void* targets, int B, double lr, double momentum,
+                       double weight_decay, double beta1, double beta2, double eps);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class CSource:
+    text: str  # the complete C translation unit
+    cdef: str  # its exported declarations for cffi (CDEF)
+    header: str  # netc.h: the same declarations as a C header, for `netc compile -o`
+    name: str  # the network's name, a C identifier
+
+
+def emit(net: ir.Net, shapes: Shapes, plan: Plan) -> CSource:
+    view = net_view(net, shapes, plan)
+    env = environment()
+    parts = [env.get_template("prelude.h.j2").render(view)]
+    parts += [env.get_template(lv["template"]).render(view, l=lv) for lv in view["layers"]]
+    parts.append(env.get_template(view["loss_template"]).render(view))
+    parts.append(env.get_template("net.c.j2").render(view))
+    header = env.get_template("header.h.j2").render(view, cdef=CDEF)
+    return CSource("\n".join(parts), CDEF, header, view["ident"])
+
+
+__all__ = ["ABI_VERSION", "CDEF", "CSource", "emit"]

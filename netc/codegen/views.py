@@ -1,0 +1,212 @@
+"""Every number and pointer expression a template prints, computed here where tests can see it.
+
+Pure: no I/O. `net_view(net, shapes, plan)` returns plain dicts and lists: one view per layer
+(its template, shape constants, the `Slots` pointers it gets) plus the net-wide constants.
+"""
+from __future__ import annotations
+
+from .. import __version__, ir
+from ..passes import memory
+from ..passes.memory import Plan
+from ..passes.shapes import Shapes
+
+ABI_VERSION = 1
+REAL = {"float32": "float", "float64": "double"}
+
+
+def lit(v: float, dtype: str) -> str:
+    """A C literal of type `real`: 0.5f in the float build, 0.5 in the double build."""
+    text = repr(float(v))
+    return text + "f" if dtype == "float32" else text
+
+
+def act_name(act: ir.Activation | None) -> str:
+    return "identity" if act is None else act.kind
+
+
+def describe(layer: ir.AnyLayer, in_shape: ir.Shape, out_shape: ir.Shape) -> str:
+    """One line for the C comments: label, kind, arguments, shapes."""
+    def pair(p):
+        return f"{p[0]}x{p[1]}"
+    match layer:
+        case ir.Conv():
+            conn = f", table {layer.table.name}" if layer.table else (
+                f", groups {layer.groups}" if layer.groups > 1 else "")
+            what = (f"conv {layer.out_channels} {pair(layer.kernel)} stride {pair(layer.stride)} "
+                    f"pad {pair(layer.pad)}{conn}{'' if layer.bias else ', no bias'}")
+        case ir.Pool():
+            what = (f"{layer.mode} pool {pair(layer.kernel)} stride {pair(layer.stride)} "
+                    f"pad {pair(layer.pad)}")
+        case ir.Subsample():
+            what = f"subsample {pair(layer.kernel)} stride {pair(layer.stride)}"
+        case ir.FC():
+            what = f"fc {layer.units}{'' if layer.bias else ', no bias'}"
+        case ir.Act():
+            what = _act_text(layer.fn)
+        case ir.Dropout():
+            what = f"dropout p={layer.p}"
+        case ir.BatchNorm():
+            what = f"batchnorm eps={layer.eps} momentum={layer.momentum}"
+        case _:
+            what = layer.kind
+    act = getattr(layer, "act", None)
+    if act is not None and not isinstance(layer, ir.Act):
+        what += f", {_act_text(act)}"
+    fmt = ", ".join
+    return (f"{layer.label}: {what}: ({fmt(map(str, in_shape))}) -> "
+            f"({fmt(map(str, out_shape))})")
+
+
+def _act_text(act: ir.Activation) -> str:
+    if act.kind == "relu":
+        return "relu"
+    if act.kind == "sigmoid":
+        return f"sigmoid a={act.a}"
+    return f"tanh a={act.a} b={act.b}"
+
+
+def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
+    dt = plan.dtype
+    off = {b.name: b.offset for b in plan.buffers}
+    fused = memory.fused_softmax_xent(net)
+    layers = []
+    for i, (layer, ins, outs) in enumerate(zip(net.layers, shapes.inputs, shapes.outputs)):
+        prev = net.layers[i - 1].label if i else None
+        v = dict(
+            index=i, label=layer.label, kind=layer.kind, comment=describe(layer, ins, outs),
+            template=f"layers/{layer.kind}.c.j2",
+            c_in=ins[0], h_in=ins[1], w_in=ins[2], c_out=outs[0], h_out=outs[1], w_out=outs[2],
+            in_size=ins[0] * ins[1] * ins[2], out_size=outs[0] * outs[1] * outs[2],
+            in_shape=_tuple(ins), out_shape=_tuple(outs),
+        )
+        v.update(_kind_view(layer, ins, outs, dt))
+        v["slots"] = _slots(layer, prev, off, plan, skip_dout=fused and i == len(net.layers) - 1)
+        layers.append(v)
+    last = net.layers[-1]
+    backward = [v for v in reversed(layers) if not (fused and v["index"] == len(layers) - 1)]
+    zero = [dict(offset=b.offset, per_sample=b.size // plan.batch, name=b.name)
+            for b in plan.by_role("act_grads")]
+    grads_start, _ = plan.region("grads")
+    dx = plan.buffer("input.grad")
+    return dict(
+        name=net.name, ident=identifier(net.name), version=__version__, abi=ABI_VERSION, dtype=dt, real=REAL[dt],
+        batch=plan.batch, mem_size=plan.mem_size, imem_size=plan.imem_size,
+        param_count=plan.param_count, decay_count=plan.decay_count, grads_offset=grads_start,
+        optimizer=plan.optimizer, optimizer_slots=_optimizer_slots(plan),
+        step_offset=off["optimizer.step"], rng_offset=off["rng.state"],
+        dx_offset=dx.offset, in_size=dx.size // plan.batch,
+        input_shape=_tuple(net.input), output_shape=_tuple(shapes.outputs[-1]),
+        layers=layers, backward=backward, zero_act_grads=zero,
+        fused=[v for v in layers if v not in backward],
+        loss=net.loss, loss_template=f"loss/{net.loss}.c.j2", last=len(layers) - 1,
+        optimizer_template=f"optim/{plan.optimizer}.c.j2",
+        classes=_size(shapes.outputs[-1]), last_label=last.label,
+        regions=[dict(role=r, start=s, end=e) for r, s, e in plan.regions],
+        buffers=[dict(name=b.name, role=b.role, arena=b.arena, offset=b.offset,
+                      shape=_tuple(b.shape)) for b in plan.buffers],
+    )
+
+
+def _slots(layer: ir.AnyLayer, prev: str | None, off: dict, plan: Plan,
+           skip_dout: bool) -> list[tuple[str, str]]:
+    """(field, C expression) pairs that fill this layer's `Slots`; absent fields stay NULL."""
+    label = layer.label
+    s = [("out", f"mem + {off[label + '.out']}"),
+         ("inp", "x" if prev is None else f"mem + {off[prev + '.out']}")]
+    if not skip_dout:
+        s.append(("dout", f"mem + {off[label + '.out.grad']}"))
+    s.append(("dinp", "dx" if prev is None else f"mem + {off[prev + '.out.grad']}"))
+    for field, suffix in (("w", "weight"), ("b", "bias")):
+        name = f"{label}.{suffix}"
+        if name in off:
+            s += [(field, f"mem + {off[name]}"), ("d" + field, f"mem + {off[name + '.grad']}")]
+    for field, name, arena in (("buf", f"{label}.running_mean", "mem"),
+                               ("aux", f"{label}.mask", "mem"),
+                               ("aux", f"{label}.batch_stats", "mem"),
+                               ("iaux", f"{label}.argmax", "imem")):
+        if name in off:
+            s.append((field, f"{arena} + {off[name]}"))
+    if isinstance(layer, ir.Dropout):
+        s.append(("iaux", f"imem + {off['rng.state']}"))
+    if isinstance(layer, ir.Conv) and memory.needs_im2col(layer):
+        s.append(("ws", f"mem + {off['workspace']}"))
+    return s
+
+
+def _kind_view(layer: ir.AnyLayer, ins: ir.Shape, outs: ir.Shape, dt: str) -> dict:
+    act = getattr(layer, "act", None)
+    common = dict(act=act_name(act), has_act=int(act is not None),
+                  act_a=lit(act.a if act else 1.0, dt), act_b=lit(act.b if act else 1.0, dt))
+    match layer:
+        case ir.Conv():
+            (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.pad
+            return dict(common, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw,
+                        im2col=int(memory.needs_im2col(layer)), has_bias=int(layer.bias),
+                        blocks=[", ".join(map(str, b)) for b in conv_blocks(layer, ins[0])])
+        case ir.Pool():
+            (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.pad
+            return dict(common, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw,
+                        is_max=int(layer.mode == "max"), inv_window=lit(1 / (kh * kw), dt))
+        case ir.Subsample():
+            (kh, kw), (sh, sw) = layer.kernel, layer.stride
+            return dict(common, kh=kh, kw=kw, sh=sh, sw=sw, inv_window=lit(1 / (kh * kw), dt))
+        case ir.GlobalAvgPool():
+            return dict(common, inv_window=lit(1 / (ins[1] * ins[2]), dt))
+        case ir.FC():
+            return dict(common, has_bias=int(layer.bias))
+        case ir.Act():
+            return dict(common, act=layer.fn.kind, act_a=lit(layer.fn.a, dt),
+                        act_b=lit(layer.fn.b, dt))
+        case ir.Dropout():
+            keep = 1.0 - layer.p
+            return dict(common, p=lit(layer.p, dt), scale=lit(1 / keep if keep > 0 else 0.0, dt))
+        case ir.BatchNorm():
+            return dict(common, eps=lit(layer.eps, dt), momentum=lit(layer.momentum, dt))
+        case ir.Softmax() | ir.Flatten():
+            return common
+        case _:
+            raise NotImplementedError(layer.kind)
+
+
+def conv_blocks(conv: ir.Conv, c_in: int) -> list[tuple[int, int, int, int, int, int]]:
+    """The dense sub-matrices of a conv's weight, one GEMM each:
+    (first out channel, out channels, first in channel, in channels, weight offset, row length),
+    offsets and row lengths in reals. Dense: one block; groups: one per group; a table: one per
+    run of consecutive connected inputs of an output channel (its weights are contiguous because
+    the table weight [connections, kh, kw] is out-major with inputs ascending)."""
+    kk = conv.kernel[0] * conv.kernel[1]
+    if conv.table is None:
+        g = conv.groups
+        co, ci = conv.out_channels // g, c_in // g
+        return [(k * co, co, k * ci, ci, k * co * ci * kk, ci * kk) for k in range(g)]
+    blocks, conn = [], 0
+    for j in range(conv.out_channels):
+        inputs = conv.table.inputs_of(j)
+        start = 0
+        for k in range(1, len(inputs) + 1):
+            if k == len(inputs) or inputs[k] != inputs[k - 1] + 1:
+                run = k - start
+                blocks.append((j, 1, inputs[start], run, (conn + start) * kk, run * kk))
+                start = k
+        conn += len(inputs)
+    return blocks
+
+
+def identifier(name: str) -> str:
+    """The net's name as a C identifier (for the header guard and the library name)."""
+    ident = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name) or "net"
+    return ident if ident[0].isalpha() or ident[0] == "_" else "net_" + ident
+
+
+def _optimizer_slots(plan: Plan) -> list[tuple[str, int]]:
+    """("OFF_MOMENTUM", offset), or OFF_M and OFF_V for adam."""
+    return [("OFF_" + b.name.split(".", 1)[1].upper(), b.offset)
+            for b in plan.by_role("optimizer") if b.arena == "mem"]
+
+
+def _size(shape) -> int:
+    return shape[0] * shape[1] * shape[2]
+
+
+def _tuple(shape) -> str:
+    return ", ".join(map(str, shape))

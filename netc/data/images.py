@@ -1,0 +1,152 @@
+"""Single images for `netc predict`: .png, .pgm and .npy files to float32 (C, H, W) in [0, 1].
+
+PNG and PGM are decoded here (zlib and the standard library only, no Pillow) and come out as one
+gray channel, (1, H, W). Nothing is resized or inverted: MNIST digits are white on black.
+"""
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from netc.errors import DataError
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # colour type -> samples per pixel (gray, RGB, +alpha)
+_LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601-2, what Pillow's convert("L") uses
+_PGM_NUMBER = re.compile(rb"(?:\s|#[^\n]*(?:\n|$))*(\d+)")  # whitespace/comments, then a number
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """float32 (C, H, W) in [0, 1]; the format is chosen by the suffix."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".png", ".pgm", ".npy"):
+        raise DataError(f"{path}: unsupported image type {suffix or '(none)'}",
+                        hint="use .png, .pgm or .npy")
+    if suffix == ".npy":
+        return _npy(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+    gray = _png(path, data) if suffix == ".png" else _pgm(path, data)
+    return gray[None].astype(np.float32)
+
+
+def _npy(path: Path) -> np.ndarray:
+    try:
+        a = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not a readable .npy array ({e})") from None
+    if a.ndim not in (2, 3) or a.size == 0:
+        raise DataError(f"{path}: expected an (H, W) or (C, H, W) image, got shape {a.shape}")
+    if a.dtype in (np.uint8, np.uint16):
+        a = a / np.iinfo(a.dtype).max
+    elif a.dtype.kind != "f" or not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+        raise DataError(f"{path}: {a.dtype} pixels must be uint8, uint16, or floats in [0, 1]")
+    return (a[None] if a.ndim == 2 else a).astype(np.float32)
+
+
+def _png(path: Path, data: bytes) -> np.ndarray:
+    if not data.startswith(_PNG_SIGNATURE):
+        raise DataError(f"{path}: not a PNG file (bad signature)")
+    pos, header, idat = 8, None, []
+    while True:
+        if pos + 12 > len(data):
+            raise DataError(f"{path}: truncated PNG (no IEND chunk)")
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        crc = data[pos + 8 + length:pos + 12 + length]
+        if len(crc) < 4 or zlib.crc32(kind + body) != int.from_bytes(crc, "big"):
+            raise DataError(f"{path}: PNG chunk {kind!r} is truncated or fails its CRC")
+        pos += 12 + length
+        if kind == b"IHDR":
+            header = body
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+    if header is None or len(header) != 13 or not idat:
+        raise DataError(f"{path}: PNG without a valid IHDR chunk or image data")
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", header)
+    if colour not in _PNG_CHANNELS or depth not in (8, 16) or interlace:
+        raise DataError(f"{path}: unsupported PNG (colour type {colour}, {depth}-bit, "
+                        f"{'interlaced' if interlace else 'not interlaced'})",
+                        hint="save as 8- or 16-bit gray, RGB or RGBA without interlacing")
+    channels = _PNG_CHANNELS[colour]
+    bpp = channels * depth // 8  # bytes per pixel, the distance the filters look back
+    try:
+        raw = zlib.decompress(b"".join(idat))
+    except zlib.error as e:
+        raise DataError(f"{path}: corrupt PNG image data ({e})") from None
+    stride = width * bpp
+    if len(raw) != height * (stride + 1):
+        raise DataError(f"{path}: PNG image data has {len(raw)} bytes, expected "
+                        f"{height * (stride + 1)} for {width}x{height}")
+    rows = np.frombuffer(raw, np.uint8).reshape(height, stride + 1)
+    pixels = np.empty((height, stride), np.uint8)
+    prev = np.zeros(stride, np.uint8)
+    for r in range(height):
+        pixels[r] = prev = _unfilter(path, rows[r, 0], rows[r, 1:], prev, bpp)
+    samples = pixels.view(">u2") if depth == 16 else pixels
+    samples = samples.reshape(height, width, channels) / (2 ** depth - 1)
+    # Alpha is ignored, as in Pillow's convert("L").
+    return samples[..., 0] if channels <= 2 else samples[..., :3] @ _LUMA
+
+
+def _unfilter(path: Path, kind: int, line: np.ndarray, prev: np.ndarray, bpp: int) -> np.ndarray:
+    """Undo one row's PNG filter (PNG spec 9.2); uint8 arithmetic wraps modulo 256 as it must."""
+    if kind == 0:
+        return line
+    if kind == 1:  # Sub: a running sum along the row, per byte of the pixel
+        return np.cumsum(line.reshape(-1, bpp), axis=0, dtype=np.uint8).ravel()
+    if kind == 2:  # Up
+        return line + prev
+    if kind not in (3, 4):
+        raise DataError(f"{path}: invalid PNG filter type {kind}")
+    cur, up = bytearray(line.tobytes()), prev.tobytes()
+    for i in range(len(cur)):  # Average and Paeth depend on the byte just decoded
+        a = cur[i - bpp] if i >= bpp else 0
+        b = up[i]
+        if kind == 3:
+            cur[i] = (cur[i] + ((a + b) >> 1)) & 0xFF
+            continue
+        c = up[i - bpp] if i >= bpp else 0
+        p = a + b - c
+        pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+        cur[i] = (cur[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 0xFF
+    return np.frombuffer(bytes(cur), np.uint8)
+
+
+def _pgm(path: Path, data: bytes) -> np.ndarray:
+    if data[:2] not in (b"P2", b"P5"):
+        raise DataError(f"{path}: not a PGM file (expected magic P2 or P5, got {data[:2]!r})")
+    pos, fields = 2, []
+    for _ in range(3):  # width, height, maxval
+        m = _PGM_NUMBER.match(data, pos)
+        if m is None:
+            raise DataError(f"{path}: malformed PGM header")
+        fields.append(int(m.group(1)))
+        pos = m.end()
+    width, height, maxval = fields
+    if not (width and height and 0 < maxval < 65536):
+        raise DataError(f"{path}: invalid PGM header: {width}x{height}, maxval {maxval}")
+    n = width * height
+    if data[:2] == b"P5":
+        dtype = np.uint8 if maxval < 256 else np.dtype(">u2")
+        body = data[pos + 1:]  # exactly one whitespace byte ends the header
+        if len(body) < n * np.dtype(dtype).itemsize or not data[pos:pos + 1].isspace():
+            raise DataError(f"{path}: truncated PGM: need {width}x{height} samples")
+        values = np.frombuffer(body, dtype, count=n)
+    else:
+        text = re.sub(rb"#[^\n]*", b" ", data[pos:]).split()
+        if len(text) != n or not all(t.isdigit() for t in text):
+            raise DataError(f"{path}: P2 PGM needs {n} decimal samples, found {len(text)} tokens")
+        values = np.array([int(t) for t in text])
+    if values.max() > maxval:
+        raise DataError(f"{path}: PGM sample {values.max()} exceeds maxval {maxval}")
+    return values.reshape(height, width) / maxval

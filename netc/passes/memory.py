@@ -1,0 +1,272 @@
+"""THE layout decision: NCHW tensors in two flat arenas, and the offset of every buffer in them.
+
+Pure: no I/O, no compiler. The generated C prints these offsets as constants, the runtime allocates
+exactly `mem_size` reals and `imem_size` int32s, and the report shows `total_bytes`: one plan.
+
+Layout. `mem` (float32 or float64) holds, in this order, each region contiguous:
+
+    params | grads | optimizer | buffers | activations | act_grads | saved | workspace | io
+
+and `imem` (int32) holds `buffers` (the dropout RNG state) | `optimizer` (the step counter) |
+`saved` (max-pool arg-max). Within `params` the weights (the L2-decayed tensors) come first, then
+biases, subsample coefficients' biases and BN scale/shift, so weight decay covers the prefix
+`[0, decay_count)` and the optimizer is one loop over `param_count`. `grads` mirrors `params`
+exactly (grad offset = param offset + param_count); sgd keeps one momentum copy of the region,
+adam two (m, v). Activations and their gradients are [batch, C, H, W] per layer output; a call with
+B < batch uses the first B samples. Every buffer starts on a 64-byte boundary (except a BN
+layer's running_var, which directly follows its running_mean so that one pointer reaches both).
+`workspace` is one scratch buffer shared by all layers (the largest im2col matrix of one sample).
+
+Tiny example, fc(2) with bias on a (3, 1, 1) input, batch 4, float32, sgd (offsets in reals):
+
+    fc.weight         params       (2, 3)     0      fc.bias   params  (2,)       16
+    fc.weight.grad    grads        (2, 3)    32      fc.bias.grad      (2,)       48
+    optimizer.momentum optimizer   (32,)     64
+    fc.out            activations  (4, 2,1,1) 96     fc.out.grad  act_grads       112
+    input.grad        io           (4, 3,1,1) 128    -> mem_size 144 reals; imem: rng (4,), step
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import ir
+from .shapes import Shapes
+
+ROLES = ("params", "grads", "optimizer", "buffers", "activations", "act_grads", "saved",
+         "workspace", "io")
+DTYPES = {"float32": 4, "float64": 8}
+OPTIMIZERS = ("sgd", "adam")
+ALIGN_BYTES = 64
+RNG_WORDS = 4  # xoshiro128** state
+
+
+@dataclass(frozen=True, slots=True)
+class Buffer:
+    name: str  # unique: "conv1.weight", "conv1.weight.grad", "conv1.out", "pool1.argmax", ...
+    role: str  # one of ROLES
+    layer: str  # the owning layer's label; "" for net-wide buffers
+    shape: tuple[int, ...]
+    arena: str  # "mem" (real) or "imem" (int32)
+    offset: int  # in elements from the start of its arena
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    batch: int  # the compiled (largest) batch
+    dtype: str  # "float32" | "float64"
+    optimizer: str  # "sgd" | "adam"
+    buffers: tuple[Buffer, ...]
+    mem_size: int  # reals in `mem`
+    imem_size: int  # int32s in `imem`
+    param_count: int  # length of the params region (= grads region), alignment padding included
+    decay_count: int  # the weights prefix of params that L2 weight decay applies to
+    regions: tuple[tuple[str, int, int], ...]  # (role, start, end) in `mem`, in layout order
+    imem_regions: tuple[tuple[str, int, int], ...]  # the same for `imem`
+
+    @property
+    def real_bytes(self) -> int:
+        return DTYPES[self.dtype]
+
+    @property
+    def total_bytes(self) -> int:
+        return self.mem_size * self.real_bytes + self.imem_size * 4
+
+    def bytes_by_role(self) -> dict[str, int]:
+        """Bytes per role, alignment padding included (each role's region), in ROLES order."""
+        out = dict.fromkeys(ROLES, 0)
+        for role, start, end in self.regions:
+            out[role] += (end - start) * self.real_bytes
+        for role, start, end in self.imem_regions:
+            out[role] += (end - start) * 4
+        return out
+
+    def buffer(self, name: str) -> Buffer:
+        for b in self.buffers:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+    def find(self, name: str) -> Buffer | None:
+        return next((b for b in self.buffers if b.name == name), None)
+
+    def region(self, role: str) -> tuple[int, int]:
+        """[start, end) of a role's region in `mem`."""
+        for r, start, end in self.regions:
+            if r == role:
+                return start, end
+        raise KeyError(role)
+
+    def by_role(self, role: str) -> tuple[Buffer, ...]:
+        return tuple(b for b in self.buffers if b.role == role)
+
+
+class _Arena:
+    """Hands out aligned offsets in one arena, region by region."""
+
+    def __init__(self, name: str, align: int):
+        self.name, self.align, self.top = name, align, 0
+        self.buffers: list[Buffer] = []
+        self.regions: list[tuple[str, int, int]] = []
+        self._role, self._start = None, 0
+
+    def begin(self, role: str) -> None:
+        self._role, self._start = role, self.top
+
+    def end(self) -> None:
+        self.top = self._aligned(self.top)
+        self.regions.append((self._role, self._start, self.top))
+
+    def add(self, name: str, layer: str, shape: tuple[int, ...], *, align: bool = True) -> Buffer:
+        offset = self._aligned(self.top) if align else self.top
+        buf = Buffer(name, self._role, layer, tuple(shape), self.name, offset)
+        self.top = offset + buf.size
+        self.buffers.append(buf)
+        return buf
+
+    def aligned_top(self) -> int:
+        return self._aligned(self.top)
+
+    def _aligned(self, n: int) -> int:
+        return -(-n // self.align) * self.align
+
+
+def param_shapes(layer: ir.AnyLayer, in_shape: ir.Shape) -> list[tuple[str, tuple[int, ...], bool]]:
+    """(suffix, shape, decayed) of each parameter tensor of a layer, in PyTorch naming."""
+    c, h, w = in_shape
+    match layer:
+        case ir.Conv(table=ir.Table() as t):
+            kh, kw = layer.kernel
+            conns = sum(sum(row) for row in t.rows)
+            return [("weight", (conns, kh, kw), True)] + _bias(layer.bias, layer.out_channels)
+        case ir.Conv():
+            kh, kw = layer.kernel
+            return ([("weight", (layer.out_channels, c // layer.groups, kh, kw), True)]
+                    + _bias(layer.bias, layer.out_channels))
+        case ir.FC():
+            return [("weight", (layer.units, c * h * w), True)] + _bias(layer.bias, layer.units)
+        case ir.Subsample():
+            return [("weight", (c,), True), ("bias", (c,), False)]
+        case ir.BatchNorm():
+            return [("weight", (c,), False), ("bias", (c,), False)]
+        case ir.Pool() | ir.GlobalAvgPool() | ir.Act() | ir.Softmax() | ir.Dropout() | ir.Flatten():
+            return []
+        case _:
+            raise NotImplementedError(layer.kind)
+
+
+def _bias(has: bool, n: int) -> list[tuple[str, tuple[int, ...], bool]]:
+    return [("bias", (n,), False)] if has else []
+
+
+def workspace_size(layer: ir.AnyLayer, in_shape: ir.Shape, out_shape: ir.Shape) -> int:
+    """Scratch reals one layer needs for one sample: a conv's im2col matrix, unless it is 1×1."""
+    match layer:
+        case ir.Conv():
+            if not needs_im2col(layer):
+                return 0
+            kh, kw = layer.kernel
+            return in_shape[0] * kh * kw * out_shape[1] * out_shape[2]
+        case _:
+            return 0
+
+
+def needs_im2col(conv: ir.Conv) -> bool:
+    """A 1×1, stride-1, unpadded conv reads its input as the column matrix directly."""
+    return not (conv.kernel == (1, 1) and conv.stride == (1, 1) and conv.pad == (0, 0))
+
+
+def fused_softmax_xent(net: ir.Net) -> bool:
+    """Cross-entropy fuses with the final softmax: the loss writes the logits' gradient."""
+    return net.loss == "cross_entropy" and bool(net.layers) and isinstance(net.layers[-1],
+                                                                          ir.Softmax)
+
+
+def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
+         optimizer: str = "sgd") -> Plan:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, not {batch}")
+    mem = _Arena("mem", ALIGN_BYTES // DTYPES[dtype])
+    imem = _Arena("imem", ALIGN_BYTES // 4)
+    layers = list(zip(net.layers, shapes.inputs, shapes.outputs))
+
+    # params: weights (decayed) first, then the rest; grads mirror them exactly.
+    tensors = [(f"{l.label}.{suffix}", l.label, shape, decayed)
+               for l, i, _ in layers for suffix, shape, decayed in param_shapes(l, i)]
+    ordered = [t for t in tensors if t[3]] + [t for t in tensors if not t[3]]
+    mem.begin("params")
+    for name, label, shape, _ in (t for t in ordered if t[3]):
+        mem.add(name, label, shape)
+    decay_count = mem.aligned_top()
+    for name, label, shape, _ in (t for t in ordered if not t[3]):
+        mem.add(name, label, shape)
+    mem.end()
+    param_count = mem.top
+    mem.begin("grads")
+    for b in list(mem.buffers):
+        mem.add(f"{b.name}.grad", b.layer, b.shape)
+    mem.end()
+    mem.begin("optimizer")
+    for slot in (("momentum",) if optimizer == "sgd" else ("m", "v")):
+        mem.add(f"optimizer.{slot}", "", (param_count,))
+    mem.end()
+
+    mem.begin("buffers")
+    for l, (c, _, _), _ in layers:
+        if isinstance(l, ir.BatchNorm):
+            mem.add(f"{l.label}.running_mean", l.label, (c,))
+            mem.add(f"{l.label}.running_var", l.label, (c,), align=False)
+    mem.end()
+
+    mem.begin("activations")
+    for l, _, o in layers:
+        mem.add(f"{l.label}.out", l.label, (batch, *o))
+    mem.end()
+    mem.begin("act_grads")
+    fused = fused_softmax_xent(net)
+    for k, (l, _, o) in enumerate(layers):
+        if not (fused and k == len(layers) - 1):
+            mem.add(f"{l.label}.out.grad", l.label, (batch, *o))
+    mem.end()
+
+    mem.begin("saved")
+    for l, (c, _, _), o in layers:
+        if isinstance(l, ir.Dropout):
+            mem.add(f"{l.label}.mask", l.label, (batch, *o))
+        elif isinstance(l, ir.BatchNorm):
+            mem.add(f"{l.label}.batch_stats", l.label, (2, c))  # batch mean, 1/sqrt(var + eps)
+    mem.end()
+    mem.begin("workspace")
+    ws = max((workspace_size(l, i, o) for l, i, o in layers), default=0)
+    if ws:
+        mem.add("workspace", "", (ws,))
+    mem.end()
+    mem.begin("io")
+    mem.add("input.grad", "", (batch, *net.input))
+    mem.end()
+
+    imem.begin("buffers")
+    imem.add("rng.state", "", (RNG_WORDS,))
+    imem.end()
+    imem.begin("optimizer")
+    imem.add("optimizer.step", "", (1,))
+    imem.end()
+    imem.begin("saved")
+    for l, _, o in layers:
+        if isinstance(l, ir.Pool) and l.mode == "max":
+            imem.add(f"{l.label}.argmax", l.label, (batch, *o))
+    imem.end()
+
+    return Plan(batch, dtype, optimizer, tuple(mem.buffers + imem.buffers), mem.top, imem.top,
+                param_count, decay_count, tuple(mem.regions), tuple(imem.regions))
+
