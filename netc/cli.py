@@ -12,6 +12,7 @@ import argparse
 import itertools
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -112,6 +113,179 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- netc compile
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from . import build
+    from .runtime import Network
+    combos = bindings(args.defines)
+    if len(combos) > 1:
+        raise NetcError("compile builds one network, but -D gives a range")
+    network = Network(load_spec(Path(args.file), combos[0]))
+    for warning in network.shapes.warnings:
+        print(warning.format(), file=sys.stderr)
+    source = network.emit(args.batch, args.dtype, args.optimizer)
+    if args.emit_c:
+        sys.stdout.write(source.text)
+        return 0
+    lib = build.build(source.text, source.cdef, name=source.name)
+    if lib.warnings:
+        print(lib.warnings, file=sys.stderr)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    c_path, h_path, so_path = (out / f"{source.name}{ext}" for ext in (".c", ".h", ".so"))
+    c_path.write_text(source.text)
+    h_path.write_text(source.header)
+    shutil.copyfile(lib.path, so_path)
+    plan = network.plan(args.batch, args.dtype, args.optimizer)
+    print(f"wrote {c_path}, {h_path}, {so_path}\n{network.net.name}: batch 1 to {args.batch}, "
+          f"{args.dtype}, {args.optimizer}; the library needs {plan.total_bytes:,} bytes "
+          f"(mem {plan.mem_size:,} reals, imem {plan.imem_size:,} ints; docs/api.md)")
+    return 0
+
+
+# ---- netc gradcheck
+
+def cmd_gradcheck(args: argparse.Namespace) -> int:
+    from .gradcheck import gradcheck
+    from .runtime import Network
+    combos = bindings(args.defines)
+    if len(combos) > 1:
+        raise NetcError("gradcheck checks one network, but -D gives a range")
+    network = Network(load_spec(Path(args.file), combos[0]))
+    for warning in network.shapes.warnings:
+        print(warning.format(), file=sys.stderr)
+    result = gradcheck(network, args.seed, batch=args.batch, tol=args.tol, coords=args.coords)
+    print(result.format())
+    return 0 if result.ok else 1
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return value
+
+
+# ---- netc train / eval / predict (docs/training.md)
+
+TRAIN_OPTIONS = ("data", "epochs", "batch", "lr", "momentum", "weight_decay", "optimizer",
+                 "schedule", "normalize", "val_split", "seed", "threads", "early_stop")
+
+
+def _trained_network(args: argparse.Namespace, ckpt=None):
+    """The spec with -D, or, when none is given, with the parameter values of the checkpoint."""
+    from .lower import declared_params
+    from .runtime import Network
+    combos = bindings(args.defines)
+    if len(combos) > 1:
+        raise NetcError(f"{args.command} takes one network, but -D gives a range")
+    overrides = combos[0]
+    if ckpt is not None and not args.defines:
+        declared = {name.lower() for name in declared_params(Path(args.file))}
+        overrides = {k: v for k, v in ckpt.meta["params"].items() if k.lower() in declared}
+    network = Network(load_spec(Path(args.file), overrides))
+    for warning in network.shapes.warnings:
+        print(warning.format(), file=sys.stderr)
+    return network
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import checkpoint, data, train
+    given = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
+    ckpt = checkpoint.read(args.resume) if args.resume else None
+    # A resumed run goes on with its own settings; options given again override them.
+    config = train.Config.from_dict({**ckpt.meta["config"], **given} if ckpt else given)
+    network = _trained_network(args, ckpt)
+    dataset = data.load(config.data)
+    try:
+        train.fit(network, dataset, config, out=args.out, resume=args.resume)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the checkpoint of the last finished epoch is intact; continue "
+              "with --resume DIR/checkpoint.npz", file=sys.stderr)
+        return 130
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from . import checkpoint, data, train
+    ckpt = checkpoint.read(args.checkpoint)
+    network = _trained_network(args, ckpt)
+    model, ckpt = train.load_trained(network, args.checkpoint)
+    dataset = data.load(args.data or ckpt.meta["config"]["data"])
+    split, which = (dataset.test, "test") if dataset.test is not None else (dataset.train, "all")
+    split = train.prepare_split(network, split, ckpt.normalizer, f"{dataset.name} ({which})")
+    result = train.evaluate(model, split)
+    names = ckpt.meta.get("classes") or list(map(str, range(len(result.confusion))))
+    print(f"{network.net.name} on {dataset.name} ({which}, {result.count:,} samples)\n"
+          f"{result.summary()}\nconfusion matrix (rows: true class, columns: predicted):")
+    width = max(5, len(f"{result.confusion.max():,}") + 1)
+    label = max(len(f"{i} {n}") for i, n in enumerate(names))
+    print(" " * label + "".join(f"{i:>{width}}" for i in range(len(result.confusion))))
+    for i, row in enumerate(result.confusion):
+        print(f"{f'{i} {names[i]}' if names[i] != str(i) else str(i):<{label}}"
+              + "".join(f"{v:>{width},}" for v in row))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from . import checkpoint, data, train
+    ckpt = checkpoint.read(args.checkpoint)
+    network = _trained_network(args, ckpt)
+    model, ckpt = train.load_trained(network, args.checkpoint, batch=1)
+    names = ckpt.meta.get("classes")
+    for path in args.inputs:
+        image = data.load_image(path)[None]
+        split = train.prepare_split(network, data.Split(image, [0]), ckpt.normalizer, path)
+        probs = train.predict(model, split.x)[0].astype(float)
+        if len(probs) == 1:  # one output: the probability of class 1
+            probs = np.array([1 - probs[0], probs[0]])
+        top = np.argsort(-probs, kind="stable")[:args.top]
+        name = (lambda i: names[i] if names and i < len(names) else str(i))  # noqa: E731
+        if args.json:
+            print(json.dumps({"input": path, "class": int(top[0]), "name": name(top[0]),
+                              "probabilities": [round(p, 6) for p in probs]}))
+        else:
+            print(f"{path}: {name(top[0])} ({100 * probs[top[0]]:.2f}%)   top: "
+                  + ", ".join(f"{name(i)} {100 * probs[i]:.2f}%" for i in top))
+    return 0
+
+
+def _batch(text: str) -> int:
+    if text == "full":
+        return 0
+    try:
+        return _positive(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer or 'full', got {text!r}") from None
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def _nonnegative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {text!r}")
+    return value
+
+
 # ---- the parser and the error boundary
 
 def _parser() -> argparse.ArgumentParser:
@@ -135,6 +309,103 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_positive, default=32, metavar="N",
                    help="batch size for the training memory (default 32)")
     p.set_defaults(run=cmd_report)
+
+    p = commands.add_parser(
+        "compile", help="generate the C for a spec and build it",
+        description="Write the generated C source, its header and the built shared library "
+                    "to DIR (the entry points and memory layout: docs/api.md). --emit-c prints "
+                    "the C instead and builds nothing. Compiler flags: $NETC_CFLAGS.")
+    p.add_argument("file", metavar="FILE", help="a .net spec")
+    _add_defines(p)
+    p.add_argument("-o", dest="out", metavar="DIR", default=".",
+                   help="output directory (default: the current one)")
+    p.add_argument("--emit-c", action="store_true", help="print the generated C and stop")
+    p.add_argument("--batch", type=_positive, default=32, metavar="N",
+                   help="the largest batch the library accepts (default 32)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="the real type (default float32; float64 for gradient checks)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                   help="the optimizer the training step applies (default sgd)")
+    p.set_defaults(run=cmd_compile)
+
+    p = commands.add_parser(
+        "gradcheck", help="check the generated gradients against finite differences",
+        description="Build the float64 variant, compare the gradient of every parameter tensor "
+                    "and of the input with central differences on random data (coordinates "
+                    "within a step of a relu or max-pool kink are counted and skipped), print "
+                    "the worst relative error per layer, and exit 1 above the tolerance.")
+    p.add_argument("file", metavar="FILE", help="a .net spec")
+    _add_defines(p)
+    p.add_argument("--tol", type=_tolerance, default=1e-6,
+                   help="the largest relative error that passes (default 1e-6)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data and weights (default 0)")
+    p.add_argument("--batch", type=_positive, default=3, metavar="N",
+                   help="samples in the random batch (default 3)")
+    p.add_argument("--coords", type=_positive, default=24, metavar="N",
+                   help="coordinates checked per tensor, at random (default 24)")
+    p.set_defaults(run=cmd_gradcheck)
+
+    p = commands.add_parser(
+        "train", help="train a network on a data set, with checkpoints and a log",
+        description="Train FILE on a data set (default: the MNIST subset shipped with netc; "
+                    "images smaller than the input are zero-padded), print train/validation "
+                    "loss and accuracy per epoch and the test accuracy at the end. Writes "
+                    "DIR/checkpoint.npz after every epoch (atomically) and DIR/log.jsonl. "
+                    "Options left out take the defaults, or a resumed run's own values. "
+                    "Everything: docs/training.md.")
+    p.add_argument("file", metavar="FILE", help="a .net spec")
+    _add_defines(p)
+    p.add_argument("--data", metavar="NAME|PATH",
+                   help="mnist-10k (default), mnist, fashion-mnist, xor, or a folder/.npz/.csv")
+    p.add_argument("--epochs", type=_positive, metavar="N", help="epochs (default 10)")
+    p.add_argument("--batch", type=_batch, metavar="N|full",
+                   help="mini-batch size; 1 is online learning, full the whole set (default 32)")
+    p.add_argument("--lr", type=_nonnegative, help="learning rate (default 0.05; adam 0.001)")
+    p.add_argument("--momentum", type=_nonnegative, help="sgd momentum (default 0.9)")
+    p.add_argument("--weight-decay", type=_nonnegative, metavar="L",
+                   help="L2 penalty ½L‖W‖² on the weights (default 0)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), help="default sgd")
+    p.add_argument("--schedule", choices=("const", "step", "cosine"),
+                   help="learning-rate schedule over the epochs (default cosine)")
+    p.add_argument("--normalize", choices=("none", "mean", "standard", "pca", "zca"),
+                   help="input standardisation fitted on the training split (default standard)")
+    p.add_argument("--val-split", type=_fraction, metavar="F",
+                   help="fraction of the training set held out for validation (default 0.1)")
+    p.add_argument("--seed", type=int, help="seed of weights, split, shuffling, dropout "
+                                            "(default 0)")
+    p.add_argument("--threads", type=_positive, metavar="N",
+                   help="OpenMP threads (default: the library's); part of the determinism")
+    p.add_argument("--early-stop", type=int, metavar="N",
+                   help="stop after N epochs without a better validation loss (default off)")
+    p.add_argument("--out", metavar="DIR",
+                   help="where checkpoints and the log go (default runs/<network>, or the "
+                        "resumed checkpoint's folder)")
+    p.add_argument("--resume", metavar="CKPT", help="continue the run that wrote CKPT")
+    p.set_defaults(run=cmd_train)
+
+    p = commands.add_parser(
+        "eval", help="loss, accuracy, error count and confusion matrix of a trained network",
+        description="Evaluate the checkpoint CKPT of FILE on the test split of the data it was "
+                    "trained on, or of --data (on all of it when it has no test split).")
+    p.add_argument("file", metavar="FILE", help="the .net spec the checkpoint was trained on")
+    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint.npz written by netc train")
+    _add_defines(p)
+    p.add_argument("--data", metavar="NAME|PATH", help="default: the training run's data set")
+    p.set_defaults(run=cmd_eval)
+
+    p = commands.add_parser(
+        "predict", help="classify images with a trained network",
+        description="Print the class and probabilities of each INPUT (.png, .pgm or .npy; "
+                    "zero-padded to the network's input and standardised as in training).")
+    p.add_argument("file", metavar="FILE", help="the .net spec the checkpoint was trained on")
+    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint.npz written by netc train")
+    p.add_argument("inputs", metavar="INPUT", nargs="+", help="image files")
+    _add_defines(p)
+    p.add_argument("--top", type=_positive, default=3, metavar="K",
+                   help="how many classes to list (default 3)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per input with every probability")
+    p.set_defaults(run=cmd_predict)
 
     return parser
 

@@ -104,19 +104,20 @@ class _Lowering:
         self.param_names: list[str] = []  # as declared, in order
         self.defaults: dict[str, s.DefaultStmt] = {}
         self.tables: dict[str, ir.Table] = {}
-        self.tables_made: dict[str, ir.Table] = {}
-        self._declare(overrides or {})
+        self.seen = self._declare(overrides or {})  # the first of each statement kind, by kind
 
     # ---- statements
 
-    def _declare(self, overrides: Mapping[str, float]) -> None:
+    def _declare(self, overrides: Mapping[str, float]) -> dict:
         declared = {st.name.lower() for st in self.statements if isinstance(st, s.ParamStmt)}
-        for name in overrides:
+        for name, value in overrides.items():
             if name.lower() not in declared:
                 have = ", ".join(st.name for st in self.statements
                                  if isinstance(st, s.ParamStmt)) or "none"
                 raise SpecError(f"-D {name}: {self.source.name} declares no parameter '{name}' "
                                 f"(declared: {have})")
+            if not math.isfinite(value):
+                raise SpecError(f"-D {name}={value}: not a finite number")
         given = {name.lower(): value for name, value in overrides.items()}
         seen: dict[str, s.Statement] = {}
         for st in self.statements:
@@ -124,12 +125,11 @@ class _Lowering:
                 case s.ParamStmt(name=name):
                     self._once(seen, ("param", name.lower()), st, f"parameter '{name}'")
                     value = given[name.lower()] if name.lower() in given else self._eval(st.expr)
-                    if not math.isfinite(value):
-                        raise SpecError(f"-D {name}={value}: not a finite number")
                     self.params[name.lower()] = float(value)
                     self.param_names.append(name)
                 case s.DefaultStmt(name=name):
                     self._once(seen, ("default", name.lower()), st, f"default for '{name}'")
+                    self._bind(self._builtin(st.call), st.call, {})  # names now, values at use
                     self.defaults[name.lower()] = st
                 case s.TableStmt(name=name, rows=rows):
                     self._once(seen, ("table", name.lower()), st, f"table '{name}'")
@@ -145,7 +145,7 @@ class _Lowering:
                             f"a second body: the network's layers already began on line "
                             f"{first.span.line}", st.span,
                             hint="end the previous line with '-' to continue the chain on this one")
-        self.seen = seen
+        return seen
 
     @staticmethod
     def _once(seen: dict, key, st: s.Statement, what: str) -> None:
@@ -256,7 +256,7 @@ class _Lowering:
     # ---- one call -> IR layers
 
     def _resolve(self, call: s.Call) -> tuple[str, dict[str, s.Argument], Span]:
-        """The builtin layer a call means and its arguments, the default's overlaid by the call's."""
+        """The builtin layer a call means, and its arguments: the default's, then the call's."""
         name = call.name.lower()
         args: dict[str, s.Argument] = {}
         if name in self.defaults:
@@ -264,15 +264,16 @@ class _Lowering:
             kind = self._builtin(base)
             self._bind(kind, base, args)
         else:
-            kind = self._builtin(call)
+            kind = self._builtin(call, tuple(self.defaults))
         self._bind(kind, call, args)
         return kind, args, call.span
 
-    def _builtin(self, call: s.Call) -> str:
+    def _builtin(self, call: s.Call, defaults: tuple[str, ...] = ()) -> str:
+        """The built-in layer `call` names; `defaults` are the other names it could have meant."""
         name = call.name.lower()
         name = LAYER_ALIASES.get(name, name)
         if name not in SIGNATURES:
-            known = LAYER_NAMES + tuple(self.defaults)
+            known = LAYER_NAMES + defaults
             raise SpecError(f"unknown layer '{call.name}'{_did_you_mean(name, known)}",
                             _name_span(call), hint="the layers are " + ", ".join(SIGNATURES))
         return name

@@ -92,13 +92,15 @@ class _Newlines:
     """Decides which newlines end a statement (see the grammar's header) and guards nesting."""
 
     always_accept = ("_NL",)
-    _CONTINUES = frozenset({"MINUS", "STAR", "PLUS", "SLASH", "EQUAL", "COMMA", "COLON", "LPAR"})
+    # After these a newline cannot end the statement; after _NL it is a blank line.
+    _CONTINUES = frozenset({"MINUS", "STAR", "PLUS", "SLASH", "EQUAL", "COMMA", "COLON", "LPAR",
+                            "_NL"})
 
     def process(self, stream):
         depth, last = 0, None  # last: the last token passed on to the parser
         for tok in stream:
             if tok.type == "_NL":
-                if last is None or depth > 0 or last.type in self._CONTINUES | {"_NL"}:
+                if last is None or depth > 0 or last.type in self._CONTINUES:
                     continue
             elif tok.type == "LPAR":
                 depth += 1
@@ -339,6 +341,9 @@ def _describe_expected(expected: set[str]) -> str:
 
 
 def _syntax_error(source: Source, e: UnexpectedInput) -> SpecError:
+    # lark's e.expected over-approximates (LALR merges lookaheads); accepts() is exact.
+    parser = getattr(e, "interactive_parser", None)
+    expected = parser.accepts() if parser else set(getattr(e, "expected", None) or ())
     if isinstance(e, UnexpectedCharacters):
         ch = source.text[e.pos_in_stream]
         at = Span(source, e.line, e.column, e.line, e.column + 1)
@@ -346,13 +351,10 @@ def _syntax_error(source: Source, e: UnexpectedInput) -> SpecError:
             return SpecError("table body is not closed: no '}' after this '{'", at)
         if ch == '"':
             return SpecError("quoted name is not closed on this line", at)
-        expected = _describe_expected(e.allowed - {"WS", "COMMENT"})
-        return SpecError(f"unexpected character {ch!r}" +
-                         (f": expected {expected}" if expected else ""), at)
-    assert isinstance(e, UnexpectedToken)
-    tok = e.token
-    # lark's e.expected over-approximates (LALR merges lookaheads); accepts() is exact.
-    expected = e.interactive_parser.accepts() if e.interactive_parser else set(e.expected)
+        return SpecError(f"unexpected character {ch!r}: expected "
+                         f"{_describe_expected(expected or e.allowed)}", at)
+    # LALR reports the end of input as an UnexpectedToken too; other kinds get the same words.
+    tok = e.token if isinstance(e, UnexpectedToken) else Token("$END", "")
     if tok.type == "$END" or tok.value == "":
         unclosed = _unclosed_paren(source)
         if unclosed is not None:
@@ -372,6 +374,10 @@ def _syntax_error(source: Source, e: UnexpectedInput) -> SpecError:
     hint = None
     if tok.type in ("NAME", "LPAR") and {"MINUS", "_NL"} <= expected:
         hint = "join layers with '-'; to continue on the next line, end this line with '-'"
+    elif tok.type == "MINUS" and expected & _STATEMENT_WORDS:
+        hint = "a line cannot start with '-'; end the previous line with '-' instead"
+    elif tok.type == "MINUS" and first.group(1).lower() == "network":
+        hint = 'quote a name that has a \'-\' in it: network "mcn-base"'
     close = difflib.get_close_matches(first.group(1).lower(), KEYWORDS, n=1, cutoff=0.7)
     if close and close[0] != first.group(1).lower() and not hint:
         hint = f"did you mean '{close[0]}'?"

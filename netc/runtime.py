@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import os
 import tempfile
 from pathlib import Path
@@ -137,7 +138,7 @@ class Model:
         hyper = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, beta1=beta1,
                      beta2=beta2, eps=eps)
         for name, v in hyper.items():
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            if not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
                 raise InputError(f"{name} must be a finite number ≥ 0, not {v!r}")
         return float(self.lib.netc_train_step(
             self._pmem, self._pimem, self.ffi.from_buffer(x), labels, targets, b,
@@ -153,7 +154,7 @@ class Model:
         """Fresh parameters matched to each layer's activation (He for relu, Glorot uniform for
         tanh and sigmoid, LeCun normal otherwise), seeded; biases 0; subsample coefficients and
         BN scales 1; running mean 0, variance 1; optimizer state 0; dropout generator seeded."""
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(_seed64(seed))
         for i, layer in enumerate(self.net.layers):
             w = self.params.get(f"{layer.label}.weight")
             if w is not None:

@@ -67,7 +67,7 @@ class Argument:
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """A layer (conv(6, k=5), or a bare CONV with no arguments), or an act= value: tanh(1.7, 2/3)."""
+    """A layer (conv(6, k=5), or a bare CONV), or an act= value such as tanh(1.7159, 2/3)."""
 
     name: str
     args: tuple[Argument, ...]

@@ -1,4 +1,4 @@
-"""An independent numpy reference for every layer kind: forward and backward, float64, written plainly.
+"""An independent numpy reference for every layer kind, forward and backward, float64, plainly.
 
 It shares no code with netc's generator (only the IR dataclasses, to read a net): convolutions
 expand groups and connection tables into a dense weight and slide the kernel one tap at a time,

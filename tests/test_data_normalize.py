@@ -109,3 +109,5 @@ def test_errors():
         Normalizer.fit("mean", images(10)).apply(np.zeros((2, 3, 4, 4)))
     with pytest.raises(DataError, match="cannot fit"):
         Normalizer.fit("standard", np.zeros((0, 3)))
+    with pytest.raises(DataError, match="covariance is singular, so zca needs eps > 0"):
+        Normalizer.fit("zca", np.ones((5, 3)), eps=0)

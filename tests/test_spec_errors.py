@@ -52,7 +52,7 @@ CASES = [
      "this '(' is never closed"),
     ('bad_char', '2:14', '^',
      'input 1x28x28\nconv(6, k=5) @ pool\n',
-     "unexpected character '@': expected the end of the line, ')', '-' or '*'"),
+     "unexpected character '@': expected the end of the line, '-' or '*'"),
     ('misspelled_keyword', '1:7', '^^^^^^^',
      'inptu 1x28x28\nconv(6, k=5)\n',
      "unexpected '1x28x28': expected the end of the line, '(', '-', '*' or ':'"),
@@ -171,8 +171,14 @@ CASES = [
      'input 1x28x28\ndefault conv = conv(32, k=3, strid=2)\nconv - conv\n',
      "conv has no argument 'strid'; did you mean 'stride'?"),
     ('default_of_unknown_layer', '2:17', '^^^^',
-     'input 1x28x28\ndefault block = blok(3)\nblock\n',
-     "unknown layer 'blok'; did you mean 'block'?"),
+     'input 1x28x28\ndefault block = covn(3)\nblock\n',
+     "unknown layer 'covn'; did you mean 'conv'?"),
+    ('unknown_layer_suggests_a_default', '3:1', '^^^^^',
+     'input 1x28x28\ndefault block = conv(8, k=3)\nblokc - relu\n',
+     "unknown layer 'blokc'; did you mean 'block'?"),
+    ('unused_default_is_still_checked', '2:21', '^^^^^^^^',
+     'input 1x28x28\ndefault fc = fc(10, units=10)\nrelu\n',
+     "argument 'units' is given twice"),
     ('default_twice', '3:1', '^^^^^^^^^^^^^^^^^^^^^^^^^^^^',
      'input 1x28x28\ndefault conv = conv(8, k=3)\ndefault conv = conv(16, k=3)\nconv\n',
      "default for 'conv' is already defined on line 2"),
@@ -245,6 +251,10 @@ def test_hints_say_what_to_do():
     assert fails("input 1x28x28\n(conv(6, k=3)*2\n").hint == \
         "the file ends where ')' should follow"
     assert fails("input 1x28x28\nconv(6)\n").hint == "e.g. conv(32, k=3)"
+    assert fails("input 1x28x28\nconv(6, k=5)\n- relu\n").hint == \
+        "a line cannot start with '-'; end the previous line with '-' instead"
+    assert fails("network mcn-base\ninput 2\nrelu\n").hint == \
+        'quote a name that has a \'-\' in it: network "mcn-base"'
 
 
 def test_parentheses_nested_65_deep_are_refused_before_any_recursion():

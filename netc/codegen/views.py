@@ -6,6 +6,7 @@ Pure: no I/O. `net_view(net, shapes, plan)` returns plain dicts and lists: one v
 from __future__ import annotations
 
 from .. import __version__, ir
+from ..errors import SpecError
 from ..passes import memory
 from ..passes.memory import Plan
 from ..passes.shapes import Shapes
@@ -69,57 +70,61 @@ def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
     dt = plan.dtype
     off = {b.name: b.offset for b in plan.buffers}
     fused = memory.fused_softmax_xent(net)
+    if net.loss == "cross_entropy" and not fused:
+        raise SpecError("the cross-entropy loss needs the network to end in a softmax",
+                        net.layers[-1].span if net.layers else None,
+                        hint="end the network with softmax, or use the mse loss")
     layers = []
     for i, (layer, ins, outs) in enumerate(zip(net.layers, shapes.inputs, shapes.outputs)):
         prev = net.layers[i - 1].label if i else None
         v = dict(
-            index=i, label=layer.label, kind=layer.kind, comment=describe(layer, ins, outs),
+            index=i, label=layer.label, comment=describe(layer, ins, outs),
             template=f"layers/{layer.kind}.c.j2",
             c_in=ins[0], h_in=ins[1], w_in=ins[2], c_out=outs[0], h_out=outs[1], w_out=outs[2],
             in_size=ins[0] * ins[1] * ins[2], out_size=outs[0] * outs[1] * outs[2],
             in_shape=_tuple(ins), out_shape=_tuple(outs),
         )
         v.update(_kind_view(layer, ins, outs, dt))
-        v["slots"] = _slots(layer, prev, off, plan, skip_dout=fused and i == len(net.layers) - 1)
+        v["slots"] = _slots(layer, prev, off)
         layers.append(v)
-    last = net.layers[-1]
     backward = [v for v in reversed(layers) if not (fused and v["index"] == len(layers) - 1)]
     zero = [dict(offset=b.offset, per_sample=b.size // plan.batch, name=b.name)
             for b in plan.by_role("act_grads")]
     grads_start, _ = plan.region("grads")
     dx = plan.buffer("input.grad")
     return dict(
-        name=net.name, ident=identifier(net.name), version=__version__, abi=ABI_VERSION, dtype=dt, real=REAL[dt],
+        name=net.name, ident=identifier(net.name), version=__version__, abi=ABI_VERSION,
+        dtype=dt, real=REAL[dt],
         batch=plan.batch, mem_size=plan.mem_size, imem_size=plan.imem_size,
         param_count=plan.param_count, decay_count=plan.decay_count, grads_offset=grads_start,
-        optimizer=plan.optimizer, optimizer_slots=_optimizer_slots(plan),
+        optimizer_slots=_optimizer_slots(plan),
         step_offset=off["optimizer.step"], rng_offset=off["rng.state"],
         dx_offset=dx.offset, in_size=dx.size // plan.batch,
         input_shape=_tuple(net.input), output_shape=_tuple(shapes.outputs[-1]),
         layers=layers, backward=backward, zero_act_grads=zero,
         fused=[v for v in layers if v not in backward],
-        loss=net.loss, loss_template=f"loss/{net.loss}.c.j2", last=len(layers) - 1,
+        loss_template=f"loss/{net.loss}.c.j2", last=len(layers) - 1,
         optimizer_template=f"optim/{plan.optimizer}.c.j2",
-        classes=_size(shapes.outputs[-1]), last_label=last.label,
+        classes=_size(shapes.outputs[-1]),
         regions=[dict(role=r, start=s, end=e) for r, s, e in plan.regions],
         buffers=[dict(name=b.name, role=b.role, arena=b.arena, offset=b.offset,
                       shape=_tuple(b.shape)) for b in plan.buffers],
     )
 
 
-def _slots(layer: ir.AnyLayer, prev: str | None, off: dict, plan: Plan,
-           skip_dout: bool) -> list[tuple[str, str]]:
-    """(field, C expression) pairs that fill this layer's `Slots`; absent fields stay NULL."""
+def _slots(layer: ir.AnyLayer, prev: str | None, off: dict) -> list[tuple[str, str]]:
+    """(field, C expression) pairs that fill this layer's `Slots`; absent fields stay NULL.
+    Layer 0 reads the caller's x and writes dx (NULL unless the input gradient is wanted)."""
     label = layer.label
     s = [("out", f"mem + {off[label + '.out']}"),
          ("inp", "x" if prev is None else f"mem + {off[prev + '.out']}")]
-    if not skip_dout:
+    if label + ".out.grad" in off:  # absent for a softmax fused with the cross-entropy loss
         s.append(("dout", f"mem + {off[label + '.out.grad']}"))
     s.append(("dinp", "dx" if prev is None else f"mem + {off[prev + '.out.grad']}"))
-    for field, suffix in (("w", "weight"), ("b", "bias")):
-        name = f"{label}.{suffix}"
-        if name in off:
-            s += [(field, f"mem + {off[name]}"), ("d" + field, f"mem + {off[name + '.grad']}")]
+    params = [(field, f"{label}.{suffix}") for field, suffix in (("w", "weight"), ("b", "bias"))
+              if f"{label}.{suffix}" in off]
+    s += [(field, f"mem + {off[name]}") for field, name in params]
+    s += [("d" + field, f"mem + {off[name + '.grad']}") for field, name in params]
     for field, name, arena in (("buf", f"{label}.running_mean", "mem"),
                                ("aux", f"{label}.mask", "mem"),
                                ("aux", f"{label}.batch_stats", "mem"),
@@ -141,7 +146,7 @@ def _kind_view(layer: ir.AnyLayer, ins: ir.Shape, outs: ir.Shape, dt: str) -> di
         case ir.Conv():
             (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.pad
             return dict(common, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw,
-                        im2col=int(memory.needs_im2col(layer)), has_bias=int(layer.bias),
+                        im2col=int(memory.needs_im2col(layer)),
                         blocks=[", ".join(map(str, b)) for b in conv_blocks(layer, ins[0])])
         case ir.Pool():
             (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.pad
@@ -152,8 +157,6 @@ def _kind_view(layer: ir.AnyLayer, ins: ir.Shape, outs: ir.Shape, dt: str) -> di
             return dict(common, kh=kh, kw=kw, sh=sh, sw=sw, inv_window=lit(1 / (kh * kw), dt))
         case ir.GlobalAvgPool():
             return dict(common, inv_window=lit(1 / (ins[1] * ins[2]), dt))
-        case ir.FC():
-            return dict(common, has_bias=int(layer.bias))
         case ir.Act():
             return dict(common, act=layer.fn.kind, act_a=lit(layer.fn.a, dt),
                         act_b=lit(layer.fn.b, dt))
@@ -162,7 +165,7 @@ def _kind_view(layer: ir.AnyLayer, ins: ir.Shape, outs: ir.Shape, dt: str) -> di
             return dict(common, p=lit(layer.p, dt), scale=lit(1 / keep if keep > 0 else 0.0, dt))
         case ir.BatchNorm():
             return dict(common, eps=lit(layer.eps, dt), momentum=lit(layer.momentum, dt))
-        case ir.Softmax() | ir.Flatten():
+        case ir.FC() | ir.Softmax() | ir.Flatten():
             return common
         case _:
             raise NotImplementedError(layer.kind)
@@ -194,7 +197,8 @@ def conv_blocks(conv: ir.Conv, c_in: int) -> list[tuple[int, int, int, int, int,
 
 def identifier(name: str) -> str:
     """The net's name as a C identifier (for the header guard and the library name)."""
-    ident = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name) or "net"
+    ident = "".join(ch if ch.isascii() and (ch.isalnum() or ch == "_") else "_"
+                    for ch in name) or "net"
     return ident if ident[0].isalpha() or ident[0] == "_" else "net_" + ident
 
 

@@ -54,19 +54,20 @@ class Normalizer:
         """Fit on training inputs x of shape (N, ...); N must be at least 1."""
         if mode not in MODES:
             raise DataError(f"unknown normalisation {mode!r}", hint="one of " + ", ".join(MODES))
+        x = np.asarray(x)
         shape, n = tuple(x.shape[1:]), len(x)
-        if x.ndim < 2 or n == 0:
-            raise DataError(f"cannot fit a normalisation on inputs of shape {x.shape}")
+        if x.ndim < 2 or n == 0 or eps < 0:
+            raise DataError(f"cannot fit a normalisation on inputs of shape {x.shape} "
+                            f"with eps {eps}")
         if mode == "none":
             return cls(mode, shape)
         if mode in ("mean", "standard"):
             axes, count = (0,) + tuple(range(2, x.ndim)), x.size // x.shape[1]
             mean = sum(c.sum(axis=axes, keepdims=True) for c in _chunks(x))[0] / count
-            var = sum(((c - mean) ** 2).sum(axis=axes, keepdims=True) for c in _chunks(x))[0]
-            var /= count
             if mode == "mean":
                 return cls(mode, shape, mean.astype(np.float32))
-            std = np.sqrt(var)
+            var = sum(((c - mean) ** 2).sum(axis=axes, keepdims=True) for c in _chunks(x))[0]
+            std = np.sqrt(var / count)
             scale = 1 / np.where(std > 0, std, 1)
             return cls(mode, shape, mean.astype(np.float32), scale.astype(np.float32))
         flat = x.reshape(n, -1)
@@ -76,6 +77,8 @@ class Normalizer:
         lam, vec = np.clip(lam[::-1], 0, None), vec[:, ::-1]  # largest variance first
         vec *= np.sign(vec[np.abs(vec).argmax(axis=0), np.arange(len(lam))])  # fix signs
         floor = eps * lam.mean() if lam.mean() > 0 else eps
+        if lam[-1] + floor <= 0:
+            raise DataError(f"the inputs' covariance is singular, so {mode} needs eps > 0")
         matrix = vec / np.sqrt(lam + floor)
         if mode == "zca":
             matrix = matrix @ vec.T

@@ -17,13 +17,17 @@ B < batch uses the first B samples. Every buffer starts on a 64-byte boundary (e
 layer's running_var, which directly follows its running_mean so that one pointer reaches both).
 `workspace` is one scratch buffer shared by all layers (the largest im2col matrix of one sample).
 
-Tiny example, fc(2) with bias on a (3, 1, 1) input, batch 4, float32, sgd (offsets in reals):
+Tiny example, fc(2) with bias on a (3, 1, 1) input, mse, batch 4, float32, sgd (offsets in
+elements; 64 bytes = 16 floats):
 
-    fc.weight         params       (2, 3)     0      fc.bias   params  (2,)       16
-    fc.weight.grad    grads        (2, 3)    32      fc.bias.grad      (2,)       48
-    optimizer.momentum optimizer   (32,)     64
-    fc.out            activations  (4, 2,1,1) 96     fc.out.grad  act_grads       112
-    input.grad        io           (4, 3,1,1) 128    -> mem_size 144 reals; imem: rng (4,), step
+    fc.weight           params       (2, 3)         mem + 0     fc.bias       params    mem + 16
+    fc.weight.grad      grads        (2, 3)         mem + 32    fc.bias.grad  grads     mem + 48
+    optimizer.momentum  optimizer    (32,)          mem + 64
+    fc.out              activations  (4, 2, 1, 1)   mem + 96
+    fc.out.grad         act_grads    (4, 2, 1, 1)   mem + 112
+    input.grad          io           (4, 3, 1, 1)   mem + 128   -> mem_size 144
+    rng.state           buffers      (4,)           imem + 0
+    optimizer.step      optimizer    (1,)           imem + 16   -> imem_size 32; 704 bytes
 """
 from __future__ import annotations
 
