@@ -363,7 +363,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_nonnegative, help="learning rate (default 0.05; adam 0.001)")
     p.add_argument("--momentum", type=_nonnegative, help="sgd momentum (default 0.9)")
     p.add_argument("--weight-decay", type=_nonnegative, metavar="L",
-                   help="L2 penalty ½L‖W‖² on the weights (default 0)")
+                   help="L2 penalty ½L‖W‖² on the weights (default 5e-4)")
     p.add_argument("--optimizer", choices=("sgd", "adam"), help="default sgd")
     p.add_argument("--schedule", choices=("const", "step", "cosine"),
                    help="learning-rate schedule over the epochs (default cosine)")

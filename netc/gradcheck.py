@@ -111,15 +111,15 @@ def gradcheck(network_or_model, seed: int = 0, *, batch: int = 3, tol: float = D
         y = (rng.integers(0, out[0].size, len(x)).astype(np.int32)
              if net.loss == "cross_entropy" else rng.normal(size=out.shape))
 
-    def loss(xv):
+    def loss():
         model.seed(seed)  # the same dropout masks in every evaluation
-        return float(model.loss_and_grad(xv, y))
+        return float(model.loss_and_grad(x, y))
 
     model.seed(seed)
     model.loss_and_grad(x, y, input_grad=True)
     analytic = {name: g.copy() for name, g in model.grads.items()}
     analytic[INPUT] = np.array(model.input_grad, dtype=np.float64).reshape(x.shape)
-    base = loss(x)
+    base = loss()
     kinds = {layer.label: layer.kind for layer in net.layers}
     checks = []
     for name, arr in [*model.params.items(), (INPUT, x)]:
@@ -129,9 +129,9 @@ def gradcheck(network_or_model, seed: int = 0, *, batch: int = 3, tol: float = D
         for row, i in enumerate(picked):
             old = flat[i]
             flat[i] = old + step
-            up = loss(x)
+            up = loss()
             flat[i] = old - step
-            down = loss(x)
+            down = loss()
             flat[i] = old
             numeric[row] = up, down, analytic[name].reshape(-1)[i]
         layer = INPUT if name == INPUT else name.rsplit(".", 1)[0]

@@ -24,6 +24,7 @@ from .runtime import Model, Network
 
 OPTIMIZERS, SCHEDULES = ("sgd", "adam"), ("const", "step", "cosine")
 DEFAULT_LR = {"sgd": 0.05, "adam": 0.001}
+SAVE_EVERY = 5.0  # seconds between checkpoints at least: XOR's epochs take microseconds
 EVAL_BATCH = 256  # samples per forward call when evaluating with a model of its own
 
 
@@ -42,7 +43,7 @@ class Config:
     batch: int = 32  # 1: online learning; 0: full batch (the whole training split)
     lr: float | None = None  # None: 0.05 for sgd, 0.001 for adam
     momentum: float = 0.9  # sgd only
-    weight_decay: float = 0.0  # L2: adds ½λ‖W‖² to the loss, weights only (not biases)
+    weight_decay: float = 5e-4  # L2: adds ½λ‖W‖² to the loss, weights only (not biases)
     optimizer: str = "sgd"
     schedule: str = "cosine"  # const; step: ×0.1 after 50% and 75% of the epochs; cosine: to 0
     normalize: str = "standard"  # fitted on the training split only
@@ -250,9 +251,11 @@ class _State:
 
 def fit(network: Network, dataset: Dataset, config: Config = Config(), *,
         out: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
-        flags=None, echo=print, progress: bool | None = None) -> Result:
+        flags=None, echo=print, progress: bool | None = None,
+        save_every: float = SAVE_EVERY) -> Result:
     """Train, checkpointing after every epoch into `out` (default: the resumed checkpoint's
-    folder, else runs/<network>); then evaluate on the test split. Raises Diverged on a NaN/Inf
+    folder, else runs/<network>) when save_every seconds have passed since the last save, and
+    after the last epoch; then evaluate on the test split. Raises Diverged on a NaN/Inf
     loss, DataError for data or a checkpoint that does not fit."""
     if config.threads:  # read by libgomp when it starts: before the first model is loaded
         os.environ["OMP_NUM_THREADS"] = str(config.threads)
@@ -272,6 +275,7 @@ def fit(network: Network, dataset: Dataset, config: Config = Config(), *,
         state = _State(**ckpt.meta["state"])
     else:
         model.init(config.seed)
+        paths["best"].unlink(missing_ok=True)  # an earlier run's
     out.mkdir(parents=True, exist_ok=True)
     log = out / "log.jsonl"
     log.write_text("".join(json.dumps(r) + "\n" for r in state.history))  # drop epochs past it
@@ -287,6 +291,7 @@ def fit(network: Network, dataset: Dataset, config: Config = Config(), *,
             "shuffle_rng": shuffle.bit_generator.state})
 
     echo(_header(network, model, dataset, config, train, val, test))
+    saved, kept = time.perf_counter(), (ckpt.path, state.epoch) if ckpt else None
     if ckpt:
         echo(f"resuming from {ckpt.path} after epoch {state.epoch}")
     while state.epoch < config.epochs and not (config.early_stop and
@@ -300,7 +305,7 @@ def fit(network: Network, dataset: Dataset, config: Config = Config(), *,
             loss = model.train_step(train.x[idx], _target(labels, k, model.dtype), lr=lr, **hyper)
             if not math.isfinite(loss):
                 bar.close()
-                _diverged(loss, state.epoch + 1, i + 1, lr, paths["checkpoint"], state.epoch)
+                _diverged(loss, state.epoch + 1, i + 1, lr, config.lr, kept)
             total, seen = total + loss * len(idx), seen + len(idx)
             correct += int((_predicted(out_view[:len(idx)], k) == labels).sum())
             bar.update(seen, total / seen)
@@ -312,8 +317,7 @@ def fit(network: Network, dataset: Dataset, config: Config = Config(), *,
         if val is not None:
             ev = evaluate(model, val)
             if not math.isfinite(ev.loss):
-                _diverged(ev.loss, state.epoch + 1, "validation", lr, paths["checkpoint"],
-                          state.epoch)
+                _diverged(ev.loss, state.epoch + 1, "validation", lr, config.lr, kept)
             record |= {"val_loss": ev.loss, "val_acc": ev.accuracy}
         state.epoch += 1
         state.history.append(record)
@@ -327,12 +331,15 @@ def fit(network: Network, dataset: Dataset, config: Config = Config(), *,
             f.write(json.dumps(record) + "\n")
         if config.early_stop and improved:
             save(paths["best"])
-        save(paths["checkpoint"])
+        stopping = state.epoch == config.epochs or 0 < config.early_stop <= state.stale
+        if stopping or time.perf_counter() - saved >= save_every:
+            save(paths["checkpoint"])
+            saved, kept = time.perf_counter(), (paths["checkpoint"], state.epoch)
     if config.early_stop and state.stale >= config.early_stop:
         echo(f"early stop: no better validation loss for {state.stale} epochs; "
              f"using epoch {state.best_epoch}")
-    used = paths["best"] if config.early_stop and paths["best"].exists() else paths["checkpoint"]
-    if used != paths["checkpoint"]:
+    used = paths["best"] if config.early_stop and paths["best"].exists() else kept[0]
+    if used != kept[0]:
         checkpoint.restore(model, checkpoint.read(used), training=False)
     result = evaluate(model, test) if test is not None else None
     if result is not None:
@@ -346,12 +353,13 @@ def fit(network: Network, dataset: Dataset, config: Config = Config(), *,
     return Result(model, state.history, result, used, norm)
 
 
-def _diverged(loss: float, epoch: int, step, lr: float, path: Path, done: int) -> None:
-    kept = (f"the last good checkpoint, after epoch {done}, is {path}" if done and path.exists()
-            else "no checkpoint was written")
+def _diverged(loss: float, epoch: int, step, lr: float, base_lr: float,
+              kept: tuple[Path, int] | None) -> None:
+    where = f"the last good checkpoint, after epoch {kept[1]}, is {kept[0]}" if kept else ""
     raise Diverged(f"the loss became {loss} in epoch {epoch} (step {step}, lr {lr:g}): training "
-                   f"diverged; {kept}",
-                   hint=f"lower the learning rate, e.g. --lr {lr / 10:g}")
+                   f"diverged; {where or 'no checkpoint was written'}",
+                   hint=f"lower the learning rate, e.g. --lr {base_lr / 10:g}"
+                        + (f", and continue with --resume {kept[0]}" if kept else ""))
 
 
 def _header(network: Network, model: Model, ds: Dataset, config: Config, train: Split,

@@ -457,6 +457,37 @@ def loss_and_grad(net: ir.Net, params, x, y, *, train=True, buffers=None, masks=
     return net_loss(net, out, y), grads, dx
 
 
+# ---------------------------------------------------------------------------------------------
+# optimizers, as PyTorch's SGD (dampening 0) and Adam (L2 decay added to the gradient)
+
+def decayed(net: ir.Net, name: str) -> bool:
+    """Weight decay ½λ‖W‖² covers the weights of conv, fc and subsample, not biases or BN."""
+    label, suffix = name.rsplit(".", 1)
+    return suffix == "weight" and not isinstance(net.layer(label), ir.BatchNorm)
+
+
+def sgd_step(net, params, grads, velocity, lr, momentum, weight_decay):
+    """v = momentum v + g + λW (weights only); W -= lr v. -> (params, velocity), new dicts."""
+    new_p, new_v = {}, {}
+    for k, w in params.items():
+        g = grads[k] + (weight_decay * w if decayed(net, k) else 0.0)
+        new_v[k] = momentum * velocity.get(k, 0.0) + g
+        new_p[k] = w - lr * new_v[k]
+    return new_p, new_v
+
+
+def adam_step(net, params, grads, m, v, t, lr, beta1, beta2, eps, weight_decay):
+    """Step t (from 1): bias-corrected moments. -> (params, m, v), new dicts."""
+    new_p, new_m, new_v = {}, {}, {}
+    for k, w in params.items():
+        g = grads[k] + (weight_decay * w if decayed(net, k) else 0.0)
+        new_m[k] = beta1 * m.get(k, 0.0) + (1 - beta1) * g
+        new_v[k] = beta2 * v.get(k, 0.0) + (1 - beta2) * g * g
+        m_hat, v_hat = new_m[k] / (1 - beta1 ** t), new_v[k] / (1 - beta2 ** t)
+        new_p[k] = w - lr * m_hat / (np.sqrt(v_hat) + eps)
+    return new_p, new_m, new_v
+
+
 def init_params(net: ir.Net, seed: int = 0, scale: float = 0.5):
     """Random parameters (and batchnorm buffers) for a net, for the reference's own tests.
     -> (params, buffers)."""

@@ -7,14 +7,13 @@ import pytest
 
 import netc
 from netc import cli, runtime
-from netc.gradcheck import gradcheck
+from netc.gradcheck import DEFAULT_STEP as STEP, gradcheck
 
 SPEC = """network small
 input 2x6x6
 param w = 3
 conv(w, k=3, pad=1, act=relu) - maxpool(2) - fc(4, act=tanh) - dropout(0.5) - softmax(3)
 """
-STEP = 1e-6  # gradcheck's default step
 
 
 @pytest.fixture(scope="module")

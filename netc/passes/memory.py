@@ -31,6 +31,7 @@ elements; 64 bytes = 16 floats):
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .. import ir
@@ -39,6 +40,7 @@ from .shapes import Shapes
 ROLES = ("params", "grads", "optimizer", "buffers", "activations", "act_grads", "saved",
          "workspace", "io")
 DTYPES = {"float32": 4, "float64": 8}
+ELEMENT_BYTES = {**DTYPES, "int32": 4}
 OPTIMIZERS = ("sgd", "adam")
 ALIGN_BYTES = 64
 RNG_WORDS = 4  # xoshiro128** state
@@ -51,14 +53,16 @@ class Buffer:
     layer: str  # the owning layer's label; "" for net-wide buffers
     shape: tuple[int, ...]
     arena: str  # "mem" (real) or "imem" (int32)
+    dtype: str  # the element type: the plan's dtype in mem, "int32" in imem
     offset: int  # in elements from the start of its arena
 
     @property
     def size(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * ELEMENT_BYTES[self.dtype]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,14 +95,14 @@ class Plan:
             out[role] += (end - start) * 4
         return out
 
-    def buffer(self, name: str) -> Buffer:
-        for b in self.buffers:
-            if b.name == name:
-                return b
-        raise KeyError(name)
-
     def find(self, name: str) -> Buffer | None:
         return next((b for b in self.buffers if b.name == name), None)
+
+    def buffer(self, name: str) -> Buffer:
+        found = self.find(name)
+        if found is None:
+            raise KeyError(name)
+        return found
 
     def region(self, role: str) -> tuple[int, int]:
         """[start, end) of a role's region in `mem`."""
@@ -114,8 +118,9 @@ class Plan:
 class _Arena:
     """Hands out aligned offsets in one arena, region by region."""
 
-    def __init__(self, name: str, align: int):
-        self.name, self.align, self.top = name, align, 0
+    def __init__(self, name: str, dtype: str):
+        self.name, self.dtype, self.top = name, dtype, 0
+        self.align = ALIGN_BYTES // ELEMENT_BYTES[dtype]
         self.buffers: list[Buffer] = []
         self.regions: list[tuple[str, int, int]] = []
         self._role, self._start = None, 0
@@ -129,7 +134,7 @@ class _Arena:
 
     def add(self, name: str, layer: str, shape: tuple[int, ...], *, align: bool = True) -> Buffer:
         offset = self._aligned(self.top) if align else self.top
-        buf = Buffer(name, self._role, layer, tuple(shape), self.name, offset)
+        buf = Buffer(name, self._role, layer, tuple(shape), self.name, self.dtype, offset)
         self.top = offset + buf.size
         self.buffers.append(buf)
         return buf
@@ -200,8 +205,8 @@ def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
     if batch < 1:
         raise ValueError(f"batch must be at least 1, not {batch}")
-    mem = _Arena("mem", ALIGN_BYTES // DTYPES[dtype])
-    imem = _Arena("imem", ALIGN_BYTES // 4)
+    mem = _Arena("mem", dtype)
+    imem = _Arena("imem", "int32")
     layers = list(zip(net.layers, shapes.inputs, shapes.outputs))
 
     # params: weights (decayed) first, then the rest; grads mirror them exactly.

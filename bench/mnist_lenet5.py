@@ -1,0 +1,44 @@
+"""Evidence for issue 4 §5: LeNet-5 (examples/lenet5.net) on full MNIST, target ≤ 1.0% test error.
+
+    python bench/mnist_lenet5.py [DATA_DIR] [--epochs N]     (DATA_DIR: ../shared/datasets/mnist)
+
+Epoch lines go to stderr; stdout gets one markdown row for docs/results.md. Not a test.
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import netc
+from netc import data
+from netc.train import Config, fit
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("data", nargs="?", default=ROOT.parent / "shared" / "datasets" / "mnist")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--train", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/bench-mnist-lenet5")
+    args = p.parse_args()
+    start = time.perf_counter()
+    ds = data.load_idx_dir(args.data, "mnist")
+    if args.train:
+        ds = data.Dataset(ds.name, ds.train.subset(range(args.train)), ds.test, ds.classes)
+    config = Config(data=str(args.data), epochs=args.epochs, seed=args.seed, val_split=0)
+    r = fit(netc.load(ROOT / "examples" / "lenet5.net"), ds, config, out=args.out,
+            echo=lambda line: print(line, file=sys.stderr))
+    wall = time.perf_counter() - start
+    rate = sum(h["images_per_s"] for h in r.history) / len(r.history)
+    print("| network | data | epochs | test error | errors | wall time | train img/s |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| LeNet-5 (examples/lenet5.net) | MNIST {len(ds.train):,} / {r.test.count:,} | "
+          f"{len(r.history)} | {100 * (1 - r.test.accuracy):.2f}% | {r.test.errors:,} | "
+          f"{wall / 60:.1f} min | {rate:,.0f} |")  # wall: loading, compiling, training, testing
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""Issue 5 harness: netc vs PyTorch (CPU) on the same machine, in the same run.
+
+    python bench/perf.py                  # the full run (docs/performance.md), ~15-25 min
+    python bench/perf.py --quick          # 3 repeats of 0.3 s: a smoke run, ~3 min
+    python bench/perf.py --nets lenet5 --threads 1 --batches 64 --repeats 5 --seconds 1
+
+For each network (lenet5, mcn-base, mlp, vgg) and thread count: one training step (forward,
+softmax cross-entropy, backward, SGD with momentum 0.9) at each batch, and inference at batch 1
+(latency) and 64, timed as warm-up then the median of --repeats repeats of >= --seconds each.
+PyTorch (when importable) runs the same network with the same initial weights, the same thread
+count (torch.set_num_threads), the same loss and optimizer. Then: netc/PyTorch ratios, GFLOP/s
+per network and per layer (forward and backward, from a -DNETC_PROFILE build), the float32 matmul
+ceiling (numpy sgemm 2048^3 in a subprocess with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset),
+and compile time (cold: empty cache; cached: a second compile of the same spec). Prints
+markdown; --json FILE also writes every figure. Not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import netc  # noqa: E402
+from netc.passes import analyze  # noqa: E402
+from perf_torch import TorchNet, torch_available  # noqa: E402
+
+NETS = {
+    "lenet5": (ROOT / "examples" / "lenet5.net").read_text(),
+    "mcn-base": (ROOT / "examples" / "mcn-base.net").read_text(),
+    "mlp": (Path(__file__).parent / "perf_mlp.net").read_text(),
+    "vgg": (Path(__file__).parent / "perf_vgg.net").read_text(),
+}
+TRAIN_BATCHES = (1, 16, 64, 256)
+INFER_BATCHES = (1, 64)
+LR, MOMENTUM = 0.01, 0.9
+
+
+# ---- timing
+
+
+def timed(fn, seconds: float, repeats: int) -> float:
+    """Seconds per call: warm-up, calibrate the calls per repeat, median of the repeats."""
+    fn()
+    start, calls = time.perf_counter(), 0
+    while time.perf_counter() - start < min(0.2, seconds):
+        fn()
+        calls += 1
+    per = (time.perf_counter() - start) / calls
+    n = max(1, int(seconds / per))
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        runs.append((time.perf_counter() - t0) / n)
+    return statistics.median(runs)
+
+
+def data(shape, batch: int, classes: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, *shape)).astype(np.float32)
+    return x, rng.integers(0, classes, batch).astype(np.int32)
+
+
+# ---- the matmul ceiling, in a clean subprocess
+
+CEILING = """
+import time, numpy as np
+n = 2048
+a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+b = a.copy()
+a @ b
+times = []
+for _ in range(5):
+    t0 = time.perf_counter()
+    a @ b
+    times.append(time.perf_counter() - t0)
+print(2 * n**3 / min(times) / 1e9)
+"""
+
+
+def ceiling(threads: int) -> float:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    env.update(OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    out = subprocess.run([sys.executable, "-c", CEILING], env=env, capture_output=True,
+                         text=True, check=True)
+    return float(out.stdout.strip())
+
+
+# ---- one network
+
+
+def compile_net(network, batch: int, threads: int, cache_dir=None, flags=None):
+    return network.compile(batch=batch, threads=threads, cache_dir=cache_dir, flags=flags)
+
+
+def bench_net(name: str, threads: int, args, results: list, torch_ok: bool) -> None:
+    network = netc.load(NETS[name])
+    classes = network.shapes.outputs[-1][0]
+    shape = network.net.input
+    max_batch = max(args.batches + [64])
+    model = compile_net(network, max_batch, threads)
+    train_flops = analyze(network.net).cost.train_flops
+    fwd_flops = analyze(network.net).cost.flops
+    tnet = TorchNet(network.net, model, threads) if torch_ok else None
+    cases = [("train", b) for b in args.batches] + [("infer", b) for b in args.infer]
+    for kind, b in cases:
+        x, y = data(shape, b, classes)
+        if kind == "train":
+            model.init(0)
+            t_n = timed(lambda: model.train_step(x, y, lr=LR, momentum=MOMENTUM),
+                        args.seconds, args.repeats)
+            flops = train_flops * b
+        else:
+            t_n = timed(lambda: model.forward(x), args.seconds, args.repeats)
+            flops = fwd_flops * b
+        t_t = None
+        if tnet is not None:
+            tnet.reset()
+            fn = (lambda: tnet.train_step(x, y)) if kind == "train" else (
+                lambda: tnet.forward(x))
+            t_t = timed(fn, args.seconds, args.repeats)
+        row = dict(net=name, kind=kind, batch=b, threads=threads, netc_s=t_n, torch_s=t_t,
+                   netc_ips=b / t_n, torch_ips=b / t_t if t_t else None,
+                   netc_gflops=flops / t_n / 1e9,
+                   torch_gflops=flops / t_t / 1e9 if t_t else None)
+        results.append(row)
+        print(_row(row), flush=True)
+
+
+def _row(r) -> str:
+    ratio = f"{r['torch_s'] / r['netc_s']:.2f}x" if r["torch_s"] else "-"
+    tt = f"{r['torch_ips']:,.0f}" if r["torch_s"] else "-"
+    lat = (f" | {r['netc_s'] * 1e6:,.0f} us / "
+           + (f"{r['torch_s'] * 1e6:,.0f} us" if r["torch_s"] else "-")) if r["batch"] == 1 else " | "
+    tg = f"{r['torch_gflops']:.1f}" if r["torch_s"] else "-"
+    return (f"| {r['net']} | {r['kind']} | {r['batch']} | {r['threads']} | "
+            f"{r['netc_ips']:,.0f} | {tt} | **{ratio}**{lat} | {r['netc_gflops']:.1f} | {tg} |")
+
+
+HEADER = ("| net | step | batch | threads | netc img/s | PyTorch img/s | netc/PyTorch "
+          "| latency netc / PyTorch | netc GFLOP/s | PyTorch GFLOP/s |\n"
+          "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+
+
+# ---- per layer: a -DNETC_PROFILE build accumulates each layer's forward and backward time
+
+
+def bench_layers(name: str, threads: int, batch: int, args, results: list) -> None:
+    network = netc.load(NETS[name])
+    from netc.build import choose_flags
+    model = compile_net(network, batch, threads, flags=[*choose_flags(), "-DNETC_PROFILE"])
+    x, y = data(network.net.input, batch, network.shapes.outputs[-1][0])
+    steps = max(3, int(args.seconds * args.repeats * 2 / max(
+        timed(lambda: model.train_step(x, y, lr=LR, momentum=MOMENTUM), 0.1, 1), 1e-6) / 4))
+    model.init(0)
+    model.profile_reset()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        model.train_step(x, y, lr=LR, momentum=MOMENTUM)
+    wall = time.perf_counter() - t0
+    fwd, bwd = model.profile()
+    cost = analyze(network.net).cost
+    print(f"\n{name}, training batch {batch}, {threads} thread(s): {steps} steps, "
+          f"{wall / steps * 1e3:.2f} ms/step\n")
+    print("| layer | fwd us | fwd GFLOP/s | bwd us | bwd GFLOP/s | MFLOP fwd/sample |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for i, layer in enumerate(network.net.layers):
+        f, b = fwd[i] / steps, bwd[i] / steps
+        fl = cost.layers[i].flops * batch
+        gf = f"{fl / f / 1e9:.1f}" if fl and f else "-"
+        gb = f"{2 * fl / b / 1e9:.1f}" if fl and b else "-"
+        print(f"| {layer.label} ({layer.kind}) | {f * 1e6:,.1f} | {gf} | {b * 1e6:,.1f} | {gb} | "
+              f"{cost.layers[i].flops / 1e6:.3f} |")
+        results.append(dict(net=name, threads=threads, batch=batch, layer=layer.label,
+                            kind=layer.kind, fwd_s=f, bwd_s=b, fwd_flops=fl, bwd_flops=2 * fl))
+    print(f"| (rest: loss, zeroing, reduction, update) | | | "
+          f"{(wall / steps - (sum(fwd) + sum(bwd)) / steps) * 1e6:,.1f} | | |")
+
+
+# ---- compile time
+
+
+def bench_compile(name: str) -> dict:
+    network = netc.load(NETS[name])
+    with tempfile.TemporaryDirectory() as cache:
+        t0 = time.perf_counter()
+        network.compile(batch=64, cache_dir=cache)
+        cold = time.perf_counter() - t0
+        loads = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            netc.load(NETS[name]).compile(batch=64, cache_dir=cache)
+            loads.append(time.perf_counter() - t0)
+    return dict(net=name, cold_s=cold, cached_s=statistics.median(loads))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS))
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--batches", nargs="+", type=int, default=list(TRAIN_BATCHES))
+    p.add_argument("--infer", nargs="+", type=int, default=list(INFER_BATCHES))
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--seconds", type=float, default=1.0, help="minimum length of one repeat")
+    p.add_argument("--quick", action="store_true", help="3 repeats of 0.3 s")
+    p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--no-layers", action="store_true")
+    p.add_argument("--json", help="write every figure to this file")
+    args = p.parse_args()
+    if args.quick:
+        args.repeats, args.seconds = 3, 0.3
+    torch_ok = not args.no_torch and torch_available()
+    env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    print(f"# netc perf: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"python {platform.python_version()}, numpy {np.__version__}, "
+          f"torch {torch_version() if torch_ok else 'not used'}; env {env}")
+    print(f"# repeats {args.repeats} x >= {args.seconds} s, median; "
+          f"CFLAGS {os.environ.get('NETC_CFLAGS') or '-O3 -march=native'}\n")
+    out: dict = dict(ceiling={}, rows=[], layers=[], compile=[])
+    for t in args.threads:
+        out["ceiling"][t] = ceiling(t)
+        print(f"float32 matmul ceiling (numpy sgemm 2048^3), {t} thread(s): "
+              f"{out['ceiling'][t]:.0f} GFLOP/s")
+    print("\n" + HEADER)
+    for name in args.nets:
+        for t in args.threads:
+            bench_net(name, t, args, out["rows"], torch_ok)
+    if not args.no_layers:
+        for name in args.nets:
+            for t in args.threads:
+                bench_layers(name, t, 64, args, out["layers"])
+    print("\n| net | cold compile s | cached load ms |\n| --- | ---: | ---: |")
+    for name in args.nets:
+        c = bench_compile(name)
+        out["compile"].append(c)
+        print(f"| {name} | {c['cold_s']:.2f} | {c['cached_s'] * 1e3:.1f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+
+
+def torch_version() -> str:
+    import torch
+    return torch.__version__
+
+
+if __name__ == "__main__":
+    main()
