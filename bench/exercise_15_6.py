@@ -54,7 +54,8 @@ def main() -> None:
     config = Config(data=str(args.data), epochs=args.epochs, batch=100, lr=args.lr,
                     momentum=0.9, weight_decay=5e-4, normalize="mean", val_split=0, seed=0)
     print(f"| network (exercise 15.6, first {args.train:,} training images, {args.epochs} "
-          f"epochs, seed 0) | parameters | test error | errors | wall time |")
+          f"epoch{'s' * (args.epochs != 1)}, seed 0) | parameters | test error | errors "
+          f"| wall time |")
     print("| --- | --- | --- | --- | --- |")
     for name, text, params in NETWORKS:
         if args.only and slug(name) not in map(slug, args.only):

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import netc  # noqa: E402
 from netc.passes import analyze  # noqa: E402
-from perf_torch import TorchNet, torch_available  # noqa: E402
+from perf_torch import torch_available  # noqa: E402
 
 NETS = {
     "lenet5": (ROOT / "examples" / "lenet5.net").read_text(),
@@ -105,7 +105,10 @@ def ceiling(threads: int) -> float:
 
 
 def compile_net(network, batch: int, threads: int, cache_dir=None, flags=None):
-    return network.compile(batch=batch, threads=threads, cache_dir=cache_dir, flags=flags)
+    import inspect
+    extra = dict(threads=threads) if "threads" in inspect.signature(network.compile).parameters \
+        else {}
+    return network.compile(batch=batch, cache_dir=cache_dir, flags=flags, **extra)
 
 
 def bench_net(name: str, threads: int, args, results: list, torch_ok: bool) -> None:
@@ -116,8 +119,8 @@ def bench_net(name: str, threads: int, args, results: list, torch_ok: bool) -> N
     model = compile_net(network, max_batch, threads)
     train_flops = analyze(network.net).cost.train_flops
     fwd_flops = analyze(network.net).cost.flops
-    tnet = TorchNet(network.net, model, threads) if torch_ok else None
     cases = [("train", b) for b in args.batches] + [("infer", b) for b in args.infer]
+    torch_s = torch_times(name, threads, cases, args) if torch_ok else {}
     for kind, b in cases:
         x, y = data(shape, b, classes)
         if kind == "train":
@@ -128,18 +131,22 @@ def bench_net(name: str, threads: int, args, results: list, torch_ok: bool) -> N
         else:
             t_n = timed(lambda: model.forward(x), args.seconds, args.repeats)
             flops = fwd_flops * b
-        t_t = None
-        if tnet is not None:
-            tnet.reset()
-            fn = (lambda: tnet.train_step(x, y)) if kind == "train" else (
-                lambda: tnet.forward(x))
-            t_t = timed(fn, args.seconds, args.repeats)
+        t_t = torch_s.get(f"{kind}:{b}")
         row = dict(net=name, kind=kind, batch=b, threads=threads, netc_s=t_n, torch_s=t_t,
                    netc_ips=b / t_n, torch_ips=b / t_t if t_t else None,
                    netc_gflops=flops / t_n / 1e9,
                    torch_gflops=flops / t_t / 1e9 if t_t else None)
         results.append(row)
         print(_row(row), flush=True)
+
+
+def torch_times(name: str, threads: int, cases, args) -> dict:
+    """PyTorch's seconds per call, measured in a subprocess (bench/perf_torch.py worker)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    cmd = [sys.executable, str(Path(__file__).parent / "perf_torch.py"), name, str(threads),
+           str(args.seconds), str(args.repeats), *(f"{k}:{b}" for k, b in cases)]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def _row(r) -> str:
@@ -220,6 +227,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="3 repeats of 0.3 s")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--no-layers", action="store_true")
+    p.add_argument("--no-steps", action="store_true", help="only the per-layer and compile parts")
     p.add_argument("--json", help="write every figure to this file")
     args = p.parse_args()
     if args.quick:
@@ -236,10 +244,11 @@ def main() -> None:
         out["ceiling"][t] = ceiling(t)
         print(f"float32 matmul ceiling (numpy sgemm 2048^3), {t} thread(s): "
               f"{out['ceiling'][t]:.0f} GFLOP/s")
-    print("\n" + HEADER)
-    for name in args.nets:
-        for t in args.threads:
-            bench_net(name, t, args, out["rows"], torch_ok)
+    if not args.no_steps:
+        print("\n" + HEADER)
+        for name in args.nets:
+            for t in args.threads:
+                bench_net(name, t, args, out["rows"], torch_ok)
     if not args.no_layers:
         for name in args.nets:
             for t in args.threads:

@@ -173,7 +173,8 @@ def _tolerance(text: str) -> float:
 # ---- netc train / eval / predict (docs/training.md)
 
 TRAIN_OPTIONS = ("data", "epochs", "batch", "lr", "momentum", "weight_decay", "optimizer",
-                 "schedule", "normalize", "val_split", "seed", "threads", "early_stop")
+                 "schedule", "normalize", "val_split", "seed", "threads", "deterministic",
+                 "early_stop")
 
 
 def _trained_network(args: argparse.Namespace, ckpt=None):
@@ -357,7 +358,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_defines(p)
     p.add_argument("--data", metavar="NAME|PATH",
                    help="mnist-10k (default), mnist, fashion-mnist, xor, or a folder/.npz/.csv")
-    p.add_argument("--epochs", type=_positive, metavar="N", help="epochs (default 10)")
+    p.add_argument("--epochs", type=_positive, metavar="N", help="epochs (default 20)")
     p.add_argument("--batch", type=_batch, metavar="N|full",
                    help="mini-batch size; 1 is online learning, full the whole set (default 32)")
     p.add_argument("--lr", type=_nonnegative, help="learning rate (default 0.05; adam 0.001)")
@@ -374,7 +375,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of weights, split, shuffling, dropout "
                                             "(default 0)")
     p.add_argument("--threads", type=_positive, metavar="N",
-                   help="OpenMP threads (default: the library's); part of the determinism")
+                   help="threads per step (default 1); the same threads give the same results")
+    p.add_argument("--deterministic", action="store_true", default=None,
+                   help="fixed batch chunks: the same results whatever the thread count")
     p.add_argument("--early-stop", type=int, metavar="N",
                    help="stop after N epochs without a better validation loss (default off)")
     p.add_argument("--out", metavar="DIR",

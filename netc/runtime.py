@@ -46,23 +46,32 @@ class Network:
         from . import report
         return report.render(report.data(self.net, self.analysis, batch, optimizer))
 
-    def plan(self, batch: int = 32, dtype: str = "float32", optimizer: str = "sgd"):
-        return memory.plan(self.net, self.shapes, batch, dtype, optimizer)
+    def plan(self, batch: int = 32, dtype: str = "float32", optimizer: str = "sgd",
+             threads: int = 1, deterministic: bool = False):
+        return memory.plan(self.net, self.shapes, batch, dtype, optimizer, threads, deterministic)
 
-    def emit(self, batch: int = 32, dtype: str = "float32",
-             optimizer: str = "sgd") -> codegen.CSource:
-        return codegen.emit(self.net, self.shapes, self.plan(batch, dtype, optimizer))
+    def emit(self, batch: int = 32, dtype: str = "float32", optimizer: str = "sgd",
+             threads: int = 1, deterministic: bool = False) -> codegen.CSource:
+        return codegen.emit(self.net, self.shapes,
+                            self.plan(batch, dtype, optimizer, threads, deterministic))
 
     def compile(self, batch: int = 32, dtype: str = "float32", flags=None, optimizer: str = "sgd",
-                cache_dir: str | os.PathLike | None = None) -> Model:
-        """Generate, build (or reuse the cached build) and load; the model starts as init(0)."""
+                cache_dir: str | os.PathLike | None = None, threads: int = 1,
+                deterministic: bool = False) -> Model:
+        """Generate, build (or reuse the cached build) and load; the model starts as init(0).
+
+        threads: OpenMP threads over the batch (each with its own gradient copy in the plan);
+        the same threads give the same results. deterministic: a fixed number of batch chunks
+        (memory.DETERMINISTIC_PARTS) instead, so results are identical whatever the threads;
+        `model.threads = n` changes the count later without recompiling."""
         if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
             raise InputError(f"batch must be a positive integer, not {batch!r}")
         if dtype not in memory.DTYPES:
             raise InputError(f"dtype must be 'float32' or 'float64', not {dtype!r}")
         if optimizer not in memory.OPTIMIZERS:
             raise InputError(f"optimizer must be 'sgd' or 'adam', not {optimizer!r}")
-        plan = self.plan(batch, dtype, optimizer)
+        _check_threads(threads)
+        plan = self.plan(batch, dtype, optimizer, threads, bool(deterministic))
         source = codegen.emit(self.net, self.shapes, plan)
         library = build.build(source.text, source.cdef, name=source.name, flags=flags,
                               cache_dir=Path(cache_dir) if cache_dir else None)
@@ -101,7 +110,34 @@ class Model:
             b.name.split(".", 1)[1]: self._view(b.name) for b in plan.by_role("optimizer")})
         self.rng_state = self._view("rng.state")
         self.input_grad: np.ndarray | None = None
+        self.threads = plan.threads
         self.init(0)
+
+    @property
+    def threads(self) -> int:
+        """Threads a step uses (OpenMP builds; 1 otherwise). Results depend on the plan's parts
+        only: with `deterministic=True` they are identical for any count."""
+        return int(self.imem[self.plan.buffer("threads").offset])
+
+    @threads.setter
+    def threads(self, n: int) -> None:
+        _check_threads(n)
+        self.lib.netc_set_threads(self._pimem, n)
+
+    def set_threads(self, n: int) -> None:
+        self.threads = n
+
+    def profile(self, reset: bool = False) -> tuple[list[float], list[float]]:
+        """Per-layer (forward, backward) seconds summed over calls, from a build with
+        -DNETC_PROFILE in its flags (bench/perf.py); ([], []) from a normal build."""
+        n = len(self.net.layers)
+        out = self.ffi.new("double[]", 2 * n)
+        if not self.lib.netc_profile(out, int(reset)):
+            return [], []
+        return list(out[0:n]), list(out[n:2 * n])
+
+    def profile_reset(self) -> None:
+        self.lib.netc_profile(self.ffi.NULL, 1)
 
     @property
     def nbytes(self) -> int:
@@ -277,6 +313,11 @@ class Model:
         if got != want:
             raise BuildError(f"the library {self.library.path} does not match its memory plan "
                              f"(abi, real size, mem, imem, batch: {got} != {want})")
+
+
+def _check_threads(n) -> None:
+    if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
+        raise InputError(f"threads must be a positive integer, not {n!r}")
 
 
 def _aligned_zeros(n: int, dtype) -> np.ndarray:

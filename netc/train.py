@@ -39,7 +39,7 @@ class Config:
     """Everything that determines a run's numbers; stored in every checkpoint."""
 
     data: str = "mnist-10k"  # a data set name or path (netc.data.load)
-    epochs: int = 10
+    epochs: int = 20
     batch: int = 32  # 1: online learning; 0: full batch (the whole training split)
     lr: float | None = None  # None: 0.05 for sgd, 0.001 for adam
     momentum: float = 0.9  # sgd only
@@ -49,7 +49,8 @@ class Config:
     normalize: str = "standard"  # fitted on the training split only
     val_split: float = 0.1  # the held-out fraction of the training split; 0 for none
     seed: int = 0  # initialisation, validation split, shuffling and dropout
-    threads: int | None = None  # OpenMP threads; None: the library's default
+    threads: int = 1  # OpenMP threads over each batch; results depend on it unless deterministic
+    deterministic: bool = False  # fixed batch chunks: the same results for any thread count
     early_stop: int = 0  # stop after this many epochs without a better validation loss; 0: off
 
     def __post_init__(self):
@@ -58,7 +59,8 @@ class Config:
         checks = [(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
                   (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
                   (self.normalize in MODES, f"normalize must be one of {MODES}"),
-                  (self.epochs >= 1 and self.batch >= 0, "epochs ≥ 1 and batch ≥ 0"),
+                  (self.epochs >= 1 and self.batch >= 0 and self.threads >= 1,
+                   "epochs ≥ 1, batch ≥ 0 and threads ≥ 1"),
                   (0 <= self.val_split < 1, "val_split must be in [0, 1)"),
                   (self.early_stop >= 0, "early_stop must be ≥ 0"),
                   (self.early_stop == 0 or self.val_split > 0,
@@ -257,8 +259,6 @@ def fit(network: Network, dataset: Dataset, config: Config = Config(), *,
     folder, else runs/<network>) when save_every seconds have passed since the last save, and
     after the last epoch; then evaluate on the test split. Raises Diverged on a NaN/Inf
     loss, DataError for data or a checkpoint that does not fit."""
-    if config.threads:  # read by libgomp when it starts: before the first model is loaded
-        os.environ["OMP_NUM_THREADS"] = str(config.threads)
     ckpt = checkpoint.read(resume) if resume else None
     if ckpt:
         checkpoint.check_network(ckpt, network, "the network being trained")
@@ -266,7 +266,8 @@ def fit(network: Network, dataset: Dataset, config: Config = Config(), *,
     paths = {k: out / f"{k}.npz" for k in ("checkpoint", "best")}
     train, val, test, norm = prepare(network, dataset, config, ckpt and ckpt.normalizer)
     k, n = outputs(network), len(train)
-    model = network.compile(batch=config.batch or n, optimizer=config.optimizer, flags=flags)
+    model = network.compile(batch=config.batch or n, optimizer=config.optimizer, flags=flags,
+                            threads=config.threads, deterministic=config.deterministic)
     shuffle = np.random.default_rng(config.seed)
     state = _State()
     if ckpt:
@@ -375,8 +376,10 @@ def _header(network: Network, model: Model, ds: Dataset, config: Config, train: 
            else f"adam lr {config.lr:g}")
     return (f"{network.net.name}: {params:,} parameters; {ds.name}: {sizes}{padded}\n"
             f"{opt}, weight decay {config.weight_decay:g}, {config.schedule} schedule, batch "
-            f"{model.batch}, {config.epochs} epoch{'s' * (config.epochs > 1)}, normalize {config.normalize}, "
-            f"seed {config.seed}")
+            f"{model.batch}, {config.epochs} epoch{'s' * (config.epochs > 1)}, "
+            f"normalize {config.normalize}, seed {config.seed}"
+            + (f", {config.threads} threads" if config.threads > 1 else "")
+            + (", deterministic" if config.deterministic else ""))
 
 
 def _epoch_line(r: dict, epochs: int) -> str:

@@ -320,7 +320,7 @@ def test_plan_of_the_docstring_example():
     assert [(b.name, b.offset) for b in p.buffers] == [
         ("fc.weight", 0), ("fc.bias", 16), ("fc.weight.grad", 32), ("fc.bias.grad", 48),
         ("optimizer.momentum", 64), ("fc.out", 96), ("fc.out.grad", 112), ("input.grad", 128),
-        ("rng.state", 0), ("optimizer.step", 16)]
+        ("rng.state", 0), ("threads", 4), ("optimizer.step", 16)]
     assert (p.mem_size, p.imem_size, p.total_bytes) == (144, 32, 704)
     assert (p.param_count, p.decay_count) == (32, 16)
 

@@ -66,6 +66,17 @@ def test_same_seed_same_curve_other_seed_other_curve(tmp_path, digits):
     assert a != c
 
 
+def test_deterministic_runs_agree_whatever_the_threads(tmp_path, digits):
+    def run(threads):
+        r = fit(netc.load(TINY), digits, Config(epochs=2, threads=threads, deterministic=True),
+                out=tmp_path / str(threads), **QUIET)
+        return [h["train_loss"] for h in r.history], params_of(r.model)
+    (a, pa), (b, pb) = run(1), run(2)
+    assert a == b and all(np.array_equal(pa[k], pb[k]) for k in pa)
+    meta = checkpoint.read(tmp_path / "2" / "checkpoint.npz").meta["config"]
+    assert (meta["threads"], meta["deterministic"]) == (2, True)
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_resume_reaches_the_same_weights(tmp_path, digits, optimizer):
     config = Config(epochs=3, batch=32, optimizer=optimizer, schedule="cosine")
@@ -187,7 +198,8 @@ def test_bad_options_are_refused():
 
 def test_early_stopping_keeps_the_best_epoch(tmp_path, digits):
     # lr 0 (and no BN statistics) never changes the validation loss: stop after 1 + 2 epochs.
-    r = fit(netc.load(TINY.replace("bn - ", "")), digits, Config(epochs=10, lr=0.0, early_stop=2), out=tmp_path,
+    r = fit(netc.load(TINY.replace("bn - ", "")), digits,
+            Config(epochs=10, lr=0.0, early_stop=2), out=tmp_path,
             **QUIET)
     assert len(r.history) == 3 and r.checkpoint == tmp_path / "best.npz"
     assert checkpoint.read(r.checkpoint).meta["state"]["best_epoch"] == 1

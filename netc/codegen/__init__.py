@@ -30,6 +30,9 @@ void netc_update(void* mem, int* imem, double lr, double momentum, double weight
 double netc_train_step(void* mem, int* imem, const void* x, const int* labels,
                        const void* targets, int B, double lr, double momentum,
                        double weight_decay, double beta1, double beta2, double eps);
+void netc_set_threads(int* imem, int threads);
+int netc_parts(void);
+int netc_profile(double* seconds, int reset);
 """
 
 

@@ -85,7 +85,12 @@ def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
             in_shape=_tuple(ins), out_shape=_tuple(outs),
         )
         v.update(_kind_view(layer, ins, outs, dt))
-        v["slots"] = _slots(layer, prev, off)
+        # batch-parallel: every sample independent (batch statistics and the dropout generator
+        # couple them: those layers run on one thread over the whole batch)
+        v["parallel"] = int(not isinstance(layer, (ir.BatchNorm, ir.Dropout)))
+        if isinstance(layer, ir.Conv) and memory.conv_as_fc(layer, ins):
+            v["template"] = "layers/fc.c.j2"  # per-layer choice by shape: one batch GEMM
+        v["slots"] = _slots(layer, prev, off, ins, outs)
         layers.append(v)
     backward = [v for v in reversed(layers) if not (fused and v["index"] == len(layers) - 1)]
     zero = [dict(offset=b.offset, per_sample=b.size // plan.batch, name=b.name)
@@ -102,6 +107,10 @@ def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
         dx_offset=dx.offset, in_size=dx.size // plan.batch,
         input_shape=_tuple(net.input), output_shape=_tuple(shapes.outputs[-1]),
         layers=layers, backward=backward, zero_act_grads=zero,
+        threads=plan.threads, parts=plan.parts, threads_offset=off["threads"],
+        part_grads=[0] + [off[f"grads.part{p}"] - grads_start for p in range(1, plan.parts)],
+        part_ws=[0] + [off[f"workspace.part{p}"] - off["workspace"] if "workspace" in off else 0
+                       for p in range(1, plan.parts)],
         fused=[v for v in layers if v not in backward],
         loss_template=f"loss/{net.loss}.c.j2", last=len(layers) - 1,
         optimizer_template=f"optim/{plan.optimizer}.c.j2",
@@ -112,7 +121,8 @@ def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
     )
 
 
-def _slots(layer: ir.AnyLayer, prev: str | None, off: dict) -> list[tuple[str, str]]:
+def _slots(layer: ir.AnyLayer, prev: str | None, off: dict, ins: ir.Shape,
+           outs: ir.Shape) -> list[tuple[str, str]]:
     """(field, C expression) pairs that fill this layer's `Slots`; absent fields stay NULL.
     Layer 0 reads the caller's x and writes dx (NULL unless the input gradient is wanted)."""
     label = layer.label
@@ -133,7 +143,7 @@ def _slots(layer: ir.AnyLayer, prev: str | None, off: dict) -> list[tuple[str, s
             s.append((field, f"{arena} + {off[name]}"))
     if isinstance(layer, ir.Dropout):
         s.append(("iaux", f"imem + {off['rng.state']}"))
-    if isinstance(layer, ir.Conv) and memory.needs_im2col(layer):
+    if isinstance(layer, ir.Conv) and memory.workspace_size(layer, ins, outs):
         s.append(("ws", f"mem + {off['workspace']}"))
     return s
 
@@ -147,6 +157,9 @@ def _kind_view(layer: ir.AnyLayer, ins: ir.Shape, outs: ir.Shape, dt: str) -> di
             (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.pad
             return dict(common, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw,
                         im2col=int(memory.needs_im2col(layer)),
+                        direct_dx=int(memory.direct_input_grad(layer, ins, outs)),
+                        ws_size=memory.workspace_size(layer, ins, outs),
+                        lane_pad=memory.LANE_PAD,
                         blocks=[", ".join(map(str, b)) for b in conv_blocks(layer, ins[0])])
         case ir.Pool():
             (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.pad

@@ -17,6 +17,15 @@ B < batch uses the first B samples. Every buffer starts on a 64-byte boundary (e
 layer's running_var, which directly follows its running_mean so that one pointer reaches both).
 `workspace` is one scratch buffer shared by all layers (the largest im2col matrix of one sample).
 
+Threads. A step splits the batch into `parts` fixed chunks (chunk p: samples [p·c, (p+1)·c) with
+c = ceil(B / parts)) that threads share; chunk p accumulates its parameter gradients into its own
+copy and uses its own workspace, and the copies are added into the `grads` mirror in part order.
+So the result depends on `parts` only, never on how many threads ran: `parts` = `threads`
+(same threads, same results) or, `deterministic`, DETERMINISTIC_PARTS whatever the threads. Part
+0 is the mirror and `workspace` itself; parts 1.. add `grads.part<p>` (param_count reals, in the
+`grads` region after the mirror) and `workspace.part<p>`. imem's `threads` word (after the RNG
+state) holds the run-time thread count.
+
 Tiny example, fc(2) with bias on a (3, 1, 1) input, mse, batch 4, float32, sgd (offsets in
 elements; 64 bytes = 16 floats):
 
@@ -26,7 +35,7 @@ elements; 64 bytes = 16 floats):
     fc.out              activations  (4, 2, 1, 1)   mem + 96
     fc.out.grad         act_grads    (4, 2, 1, 1)   mem + 112
     input.grad          io           (4, 3, 1, 1)   mem + 128   -> mem_size 144
-    rng.state           buffers      (4,)           imem + 0
+    rng.state           buffers      (4,)           imem + 0    threads       buffers   imem + 4
     optimizer.step      optimizer    (1,)           imem + 16   -> imem_size 32; 704 bytes
 """
 from __future__ import annotations
@@ -42,6 +51,7 @@ ROLES = ("params", "grads", "optimizer", "buffers", "activations", "act_grads", 
 DTYPES = {"float32": 4, "float64": 8}
 ELEMENT_BYTES = {**DTYPES, "int32": 4}
 OPTIMIZERS = ("sgd", "adam")
+DETERMINISTIC_PARTS = 8  # batch chunks of a deterministic plan: results equal for 1 to 8 threads
 ALIGN_BYTES = 64
 RNG_WORDS = 4  # xoshiro128** state
 
@@ -77,6 +87,9 @@ class Plan:
     decay_count: int  # the weights prefix of params that L2 weight decay applies to
     regions: tuple[tuple[str, int, int], ...]  # (role, start, end) in `mem`, in layout order
     imem_regions: tuple[tuple[str, int, int], ...]  # the same for `imem`
+    threads: int = 1  # threads a step uses (run time: the imem `threads` word)
+    parts: int = 1  # batch chunks, each with its own gradient copy and workspace
+    deterministic: bool = False  # parts fixed (DETERMINISTIC_PARTS), not threads
 
     @property
     def real_bytes(self) -> int:
@@ -175,15 +188,43 @@ def _bias(has: bool, n: int) -> list[tuple[str, tuple[int, ...], bool]]:
 
 
 def workspace_size(layer: ir.AnyLayer, in_shape: ir.Shape, out_shape: ir.Shape) -> int:
-    """Scratch reals one layer needs for one sample: a conv's im2col matrix, unless it is 1×1."""
+    """Scratch reals one layer needs for one batch chunk (templates/layers/conv.c.j2 lays it out
+    with the same arithmetic and checks it against this at compile time): a conv's backward
+    keeps ∂Wᵀ of the chunk (CI·KK × COP), one sample's ∂Zᵀ (P × COP), the flipped weight of a
+    direct input gradient (CI·CO·KK), then the column area: the im2col matrix (CI·KK × P, the
+    forward uses only this), or for a direct input gradient the larger of it and the im2col
+    matrix of ∂Z (CO·KK × HI·WI). COP is CO rounded up to LANE_PAD, so every vector is full."""
     match layer:
         case ir.Conv():
-            if not needs_im2col(layer):
+            if conv_as_fc(layer, in_shape):
                 return 0
+            (ci, hi, wi), (co, ho, wo) = in_shape, out_shape
             kh, kw = layer.kernel
-            return in_shape[0] * kh * kw * out_shape[1] * out_shape[2]
+            kk, p, cop = kh * kw, ho * wo, -(-co // LANE_PAD) * LANE_PAD
+            col = ci * kk * p if needs_im2col(layer) else 0
+            if direct_input_grad(layer, in_shape, out_shape):
+                col = ci * co * kk + max(col, co * kk * hi * wi)
+            return ci * kk * cop + p * cop + col
         case _:
             return 0
+
+
+LANE_PAD = 16  # conv ∂W scratch rows rounded up to this many reals (AVX-512 float32 lanes)
+
+
+def direct_input_grad(conv: ir.Conv, in_shape: ir.Shape, out_shape: ir.Shape) -> bool:
+    """A dense stride-1 'same' conv computes ∂X as a convolution of ∂Z with the flipped weight
+    (one GEMM with a long inner dimension, no col2im); it does no more work than ∂col = Wᵀ∂Z
+    only when the output is as large as the input."""
+    return (conv.table is None and conv.groups == 1 and conv.stride == (1, 1)
+            and tuple(in_shape[1:]) == tuple(out_shape[1:]))
+
+
+def conv_as_fc(conv: ir.Conv, in_shape: ir.Shape) -> bool:
+    """A dense, unpadded conv whose kernel covers its whole input (a 1×1 output) is a fully
+    connected layer with the same weight layout: the generated C runs it as one."""
+    return (conv.table is None and conv.groups == 1 and conv.pad == (0, 0)
+            and conv.kernel == tuple(in_shape[1:]))
 
 
 def needs_im2col(conv: ir.Conv) -> bool:
@@ -197,14 +238,22 @@ def fused_softmax_xent(net: ir.Net) -> bool:
                                                                           ir.Softmax)
 
 
+def parts_for(threads: int, deterministic: bool) -> int:
+    """Batch chunks of a plan: one per thread, or a fixed number whatever the threads."""
+    return DETERMINISTIC_PARTS if deterministic else threads
+
+
 def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
-         optimizer: str = "sgd") -> Plan:
+         optimizer: str = "sgd", threads: int = 1, deterministic: bool = False) -> Plan:
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
     if batch < 1:
         raise ValueError(f"batch must be at least 1, not {batch}")
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, not {threads!r}")
+    parts = parts_for(threads, deterministic)
     mem = _Arena("mem", dtype)
     imem = _Arena("imem", "int32")
     layers = list(zip(net.layers, shapes.inputs, shapes.outputs))
@@ -224,6 +273,8 @@ def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
     mem.begin("grads")
     for b in list(mem.buffers):
         mem.add(f"{b.name}.grad", b.layer, b.shape)
+    for p in range(1, parts):  # each batch chunk's own gradients, added into the mirror
+        mem.add(f"grads.part{p}", "", (param_count,))
     mem.end()
     mem.begin("optimizer")
     for slot in (("momentum",) if optimizer == "sgd" else ("m", "v")):
@@ -259,6 +310,8 @@ def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
     ws = max((workspace_size(l, i, o) for l, i, o in layers), default=0)
     if ws:
         mem.add("workspace", "", (ws,))
+        for p in range(1, parts):
+            mem.add(f"workspace.part{p}", "", (ws,))
     mem.end()
     mem.begin("io")
     mem.add("input.grad", "", (batch, *net.input))
@@ -266,6 +319,7 @@ def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
 
     imem.begin("buffers")
     imem.add("rng.state", "", (RNG_WORDS,))
+    imem.add("threads", "", (1,), align=False)
     imem.end()
     imem.begin("optimizer")
     imem.add("optimizer.step", "", (1,))
@@ -277,5 +331,6 @@ def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
     imem.end()
 
     return Plan(batch, dtype, optimizer, tuple(mem.buffers + imem.buffers), mem.top, imem.top,
-                param_count, decay_count, tuple(mem.regions), tuple(imem.regions))
+                param_count, decay_count, tuple(mem.regions), tuple(imem.regions), threads, parts,
+                deterministic)
 
