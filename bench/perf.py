@@ -190,11 +190,12 @@ def bench_layers(name: str, threads: int, batch: int, args, results: list) -> No
         f, b = fwd[i] / steps, bwd[i] / steps
         fl = cost.layers[i].flops * batch
         gf = f"{fl / f / 1e9:.1f}" if fl and f else "-"
-        gb = f"{2 * fl / b / 1e9:.1f}" if fl and b else "-"
+        bfl = fl if i == 0 else 2 * fl  # the first layer computes no input gradient
+        gb = f"{bfl / b / 1e9:.1f}" if fl and b else "-"
         print(f"| {layer.label} ({layer.kind}) | {f * 1e6:,.1f} | {gf} | {b * 1e6:,.1f} | {gb} | "
               f"{cost.layers[i].flops / 1e6:.3f} |")
         results.append(dict(net=name, threads=threads, batch=batch, layer=layer.label,
-                            kind=layer.kind, fwd_s=f, bwd_s=b, fwd_flops=fl, bwd_flops=2 * fl))
+                            kind=layer.kind, fwd_s=f, bwd_s=b, fwd_flops=fl, bwd_flops=bfl))
     print(f"| (rest: loss, zeroing, reduction, update) | | | "
           f"{(wall / steps - (sum(fwd) + sum(bwd)) / steps) * 1e6:,.1f} | | |")
 

@@ -92,7 +92,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     for overrides in combos:
         net = load_spec(Path(args.file), overrides)
         analysis = analyze(net)
-        d = report.data(net, analysis, args.batch)
+        d = report.data(net, analysis, args.batch, args.optimizer, args.threads)
         if args.rf_from:
             if args.rf_from not in {layer.label for layer in net.layers}:
                 raise NetcError(f"--rf-from: no layer is labelled {args.rf_from!r}; the labels are "
@@ -309,6 +309,11 @@ def _parser() -> argparse.ArgumentParser:
                         "layer's input")
     p.add_argument("--batch", type=_positive, default=32, metavar="N",
                    help="batch size for the training memory (default 32)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                   help="the optimizer whose state the training memory includes (default sgd)")
+    p.add_argument("--threads", type=_positive, default=1, metavar="N",
+                   help="threads the training memory is planned for: each gets its own gradient "
+                        "and workspace copy (default 1)")
     p.set_defaults(run=cmd_report)
 
     p = commands.add_parser(

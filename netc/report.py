@@ -22,10 +22,11 @@ CONVENTIONS = ("FLOPs = 2 × MACs (conv/fc/subsample/batchnorm multiplies only);
                "padding included")
 
 
-def data(net: ir.Net, analysis: Analysis, batch: int, optimizer: str = "sgd") -> dict:
+def data(net: ir.Net, analysis: Analysis, batch: int, optimizer: str = "sgd",
+         threads: int = 1) -> dict:
     """Everything `netc report` shows, with the training memory of passes.memory's plan."""
     a = analysis
-    plan = memory.plan(net, a.shapes, batch, a.cost.dtype, optimizer)
+    plan = memory.plan(net, a.shapes, batch, a.cost.dtype, optimizer, threads)
     rows = zip(net.layers, a.shapes.inputs, a.shapes.outputs, a.params.layers, a.rf,
                a.cost.layers)
     feature = feature_index(net, a.shapes)
@@ -72,7 +73,7 @@ def data(net: ir.Net, analysis: Analysis, batch: int, optimizer: str = "sgd") ->
         "final_rf": {"layer": net.layers[feature].label if feature >= 0 else None,
                      **_field(a.rf[feature] if feature >= 0 else PIXEL)},
         "training": {"batch": batch, "dtype": a.cost.dtype, "optimizer": optimizer,
-                     "bytes": plan.total_bytes, "by_role": plan.bytes_by_role()},
+                     "threads": threads, "bytes": plan.total_bytes, "by_role": plan.bytes_by_role()},
         "warnings": [{"layer": w.layer.label, "message": w.message,
                       "where": str(w.layer.span) if w.layer.span else None}
                      for w in a.shapes.warnings],
@@ -136,7 +137,7 @@ def render(d: dict) -> str:
         f"forward per sample: {_si(t['macs'])} MACs = {_si(t['flops'])} FLOPs; training step: "
         f"{_si(t['train_macs'])} MACs = {_si(t['train_flops'])} FLOPs",
         f"activations per sample: {_bytes(t['act_bytes'])}",
-        f"training memory at batch {tr['batch']} ({tr['dtype']}, {tr['optimizer']}): "
+        f"training memory at batch {tr['batch']} ({_setup(tr)}): "
         f"{_bytes(tr['bytes'])}",
         *textwrap.wrap(roles, 96, initial_indent="  ", subsequent_indent="  "),
         CONVENTIONS,
@@ -173,7 +174,7 @@ def render_comparison(reports: list[dict]) -> str:
             for r in reports]
     tr = reports[0]["training"]
     return (f"{reports[0]['name']}: {len(reports)} combinations, training memory at batch "
-            f"{tr['batch']} ({tr['dtype']}, {tr['optimizer']})\n\n"
+            f"{tr['batch']} ({_setup(tr)})\n\n"
             f"{_table(header, rows, 'r' * len(names) + 'rrrlr')}\n")
 
 
@@ -270,3 +271,9 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], align: str) -> 
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(header), rule, *map(line, rows)])
+
+
+def _setup(training: dict) -> str:
+    threads = training["threads"]
+    return (f"{training['dtype']}, {training['optimizer']}, "
+            f"{threads} thread{'s' if threads > 1 else ''}")

@@ -33,7 +33,7 @@ def test_lenet5_table(capsys):
     assert rows["s2"][4] == "6×14×14"
     assert rows["f5"][4:6] == ["120", "48,120"]
     assert rows["total"][1] == "61,706"
-    assert "training memory at batch 32 (float32, sgd): " in out
+    assert "training memory at batch 32 (float32, sgd, 1 thread): " in out
     assert max(map(len, out.splitlines())) <= 140
 
 
@@ -89,7 +89,7 @@ def test_range_gives_a_comparison_table(capsys):
                          "-D", "N=1..3", "-D", "M=1..2", "--batch", "8")
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0] == "design_rule: 6 combinations, training memory at batch 8 (float32, sgd)"
+    assert lines[0] == "design_rule: 6 combinations, training memory at batch 8 (float32, sgd, 1 thread)"
     assert lines[2].split()[:4] == ["N", "M", "params", "FLOPs"]
     rows = [line.split() for line in lines[4:]]
     assert [row[:2] for row in rows] == [["1", "1"], ["1", "2"], ["2", "1"], ["2", "2"],
@@ -207,3 +207,17 @@ def test_installed_console_script(tmp_path):
     bad = subprocess.run([script, "report", "missing.net"], capture_output=True, text=True,
                          cwd=tmp_path)
     assert (bad.returncode, bad.stderr) == (2, "error: cannot read 'missing.net': no such file\n")
+
+
+def test_training_memory_follows_optimizer_and_threads_and_matches_the_compiled_model(capsys):
+    import netc
+    lenet = str(EXAMPLES / "lenet5.net")
+    sgd = report_json(capsys, lenet, "--batch", "8")["training"]
+    adam = report_json(capsys, lenet, "--batch", "8", "--optimizer", "adam")["training"]
+    two = report_json(capsys, lenet, "--batch", "8", "--threads", "2")["training"]
+    # Adam keeps two moments where momentum keeps one: one more float per parameter (61,706),
+    # plus the step counter and the 64-byte alignment padding of the new buffers.
+    assert 0 <= adam["bytes"] - sgd["bytes"] - 4 * 61_706 < 512
+    assert (adam["optimizer"], two["threads"]) == ("adam", 2)
+    model = netc.load(lenet).compile(batch=8, threads=2, flags=["-O0"])
+    assert two["bytes"] == model.nbytes != sgd["bytes"]

@@ -339,3 +339,42 @@ def test_cli_compile_writes_source_header_and_library(tmp_path, capsys):
     assert "batch 1 to 4" in capsys.readouterr().out
     assert main(["compile", str(ROOT / "examples/lenet5.net"), "--emit-c"]) == 0
     assert capsys.readouterr().out == netc.load(ROOT / "examples/lenet5.net").emit().text
+
+
+# ---- the large-chunk paths: chunks of >= 16 samples run the fc forward as out^T = W inp^T
+# (samples along the vector lanes, padded); the layer tests compile batch 4 and never reach it
+
+
+LARGE = """input 3x8x8
+    conv(8, k=3, pad=1, act=relu) - maxpool(2) - conv(6, k=3, act=tanh) - fc(20, act=tanh) -
+    softmax(5)"""
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_large_chunks_match_the_reference(tmp_path, threads):
+    import reference as ref
+    network = netc.load(LARGE)
+    plan = network.plan(40, "float64", threads=threads)
+    assert memory.fc_transposed(-(-40 // plan.parts))
+    rng = np.random.default_rng(threads)
+    for dtype, tol in (("float64", 1e-9), ("float32", 1e-5)):
+        model = network.compile(batch=40, dtype=dtype, threads=threads, flags=["-O1"],
+                                cache_dir=tmp_path)
+        model.init(1)
+        params = {k: v.astype(np.float64) for k, v in model.params.items()}
+        for n in (40, 37, 5):  # full, partial (padded lanes), below one vector (dot products)
+            x = rng.normal(size=(n, 3, 8, 8)).astype(dtype)
+            y = rng.integers(0, 5, n).astype(np.int32)
+            want = ref.forward_net(model.net, params, x).reshape(n, 5)
+            got = model.forward(x)
+            assert np.abs(got - want).max() <= tol * np.abs(want).max()
+            if dtype == "float32":
+                continue
+            loss = model.loss_and_grad(x, y, input_grad=True)
+            want_loss, want_grads, want_dx = ref.loss_and_grad(model.net, params, x, y)
+            assert loss == pytest.approx(want_loss, rel=1e-10)
+            for key, g in want_grads.items():
+                err = np.abs(model.grads[key].reshape(g.shape) - g).max()
+                assert err <= tol * max(np.abs(g).max(), 1e-4), key
+            dx = model.input_grad.reshape(want_dx.shape)
+            assert np.abs(dx - want_dx).max() <= tol * np.abs(want_dx).max()

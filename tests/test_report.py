@@ -105,7 +105,7 @@ def test_render_vgg16_fits_and_shows_the_totals():
                                  "57.6", "MiB"]
     assert table[19].split()[:6] == ["pool5", "maxpool", "2×2", "s2", "512×7×7", "0"]
     assert "forward per sample: 15.5G MACs = 30.9G FLOPs; training step: 46.4G MACs" in text
-    assert "training memory at batch 32 (float32, sgd): " in text
+    assert "training memory at batch 32 (float32, sgd, 1 thread): " in text
     assert "FLOPs = 2 × MACs" in text and "0-indexed pixel centres, padding included" in text
 
 
@@ -148,7 +148,7 @@ def test_comparison_table_has_a_row_per_combination():
                                          ir.FC(label="fc", units=2)), params=(("N", n), ("K", 7)))
     text = report.render_comparison([data(net(n)) for n in (1, 2, 3)])
     lines = text.splitlines()
-    assert lines[0] == "rule: 3 combinations, training memory at batch 32 (float32, sgd)"
+    assert lines[0] == "rule: 3 combinations, training memory at batch 32 (float32, sgd, 1 thread)"
     assert lines[2].split() == ["N", "params", "FLOPs", "final", "rf", "at", "train", "memory"]
     assert [line.split()[:5] for line in lines[4:]] == [
         ["1", "170", "4.86k", "4", "p"], ["2", "318", "23.3k", "6", "p"],

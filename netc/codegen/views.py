@@ -90,7 +90,11 @@ def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
         v["parallel"] = int(not isinstance(layer, (ir.BatchNorm, ir.Dropout)))
         if isinstance(layer, ir.Conv) and memory.conv_as_fc(layer, ins):
             v["template"] = "layers/fc.c.j2"  # per-layer choice by shape: one batch GEMM
-        v["slots"] = _slots(layer, prev, off, ins, outs)
+        chunk = -(-plan.batch // plan.parts)
+        v["ws_size"] = memory.workspace_size(layer, ins, outs, chunk)
+        v["chunk_pad"] = -(-chunk // memory.LANE_PAD) * memory.LANE_PAD
+        v["fc_transposed"] = int(memory.fc_transposed(chunk))
+        v["slots"] = _slots(layer, prev, off, v["ws_size"])
         layers.append(v)
     backward = [v for v in reversed(layers) if not (fused and v["index"] == len(layers) - 1)]
     zero = [dict(offset=b.offset, per_sample=b.size // plan.batch, name=b.name)
@@ -121,8 +125,8 @@ def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
     )
 
 
-def _slots(layer: ir.AnyLayer, prev: str | None, off: dict, ins: ir.Shape,
-           outs: ir.Shape) -> list[tuple[str, str]]:
+def _slots(layer: ir.AnyLayer, prev: str | None, off: dict,
+           ws_size: int) -> list[tuple[str, str]]:
     """(field, C expression) pairs that fill this layer's `Slots`; absent fields stay NULL.
     Layer 0 reads the caller's x and writes dx (NULL unless the input gradient is wanted)."""
     label = layer.label
@@ -143,7 +147,7 @@ def _slots(layer: ir.AnyLayer, prev: str | None, off: dict, ins: ir.Shape,
             s.append((field, f"{arena} + {off[name]}"))
     if isinstance(layer, ir.Dropout):
         s.append(("iaux", f"imem + {off['rng.state']}"))
-    if isinstance(layer, ir.Conv) and memory.workspace_size(layer, ins, outs):
+    if ws_size:
         s.append(("ws", f"mem + {off['workspace']}"))
     return s
 
@@ -158,7 +162,6 @@ def _kind_view(layer: ir.AnyLayer, ins: ir.Shape, outs: ir.Shape, dt: str) -> di
             return dict(common, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw,
                         im2col=int(memory.needs_im2col(layer)),
                         direct_dx=int(memory.direct_input_grad(layer, ins, outs)),
-                        ws_size=memory.workspace_size(layer, ins, outs),
                         lane_pad=memory.LANE_PAD,
                         blocks=[", ".join(map(str, b)) for b in conv_blocks(layer, ins[0])])
         case ir.Pool():

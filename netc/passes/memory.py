@@ -15,7 +15,8 @@ exactly (grad offset = param offset + param_count); sgd keeps one momentum copy 
 adam two (m, v). Activations and their gradients are [batch, C, H, W] per layer output; a call with
 B < batch uses the first B samples. Every buffer starts on a 64-byte boundary (except a BN
 layer's running_var, which directly follows its running_mean so that one pointer reaches both).
-`workspace` is one scratch buffer shared by all layers (the largest im2col matrix of one sample).
+`workspace` is one scratch buffer shared by all layers: the largest need of one batch chunk
+(`workspace_size`: a conv's im2col and backward scratch, an fc's transposed chunk).
 
 Threads. A step splits the batch into `parts` fixed chunks (chunk p: samples [p·c, (p+1)·c) with
 c = ceil(B / parts)) that threads share; chunk p accumulates its parameter gradients into its own
@@ -187,17 +188,24 @@ def _bias(has: bool, n: int) -> list[tuple[str, tuple[int, ...], bool]]:
     return [("bias", (n,), False)] if has else []
 
 
-def workspace_size(layer: ir.AnyLayer, in_shape: ir.Shape, out_shape: ir.Shape) -> int:
+def workspace_size(layer: ir.AnyLayer, in_shape: ir.Shape, out_shape: ir.Shape,
+                   chunk: int = 1) -> int:
     """Scratch reals one layer needs for one batch chunk (templates/layers/conv.c.j2 lays it out
     with the same arithmetic and checks it against this at compile time): a conv's backward
     keeps ∂Wᵀ of the chunk (CI·KK × COP), one sample's ∂Zᵀ (P × COP), the flipped weight of a
     direct input gradient (CI·CO·KK), then the column area: the im2col matrix (CI·KK × P, the
     forward uses only this), or for a direct input gradient the larger of it and the im2col
-    matrix of ∂Z (CO·KK × HI·WI). COP is CO rounded up to LANE_PAD, so every vector is full."""
+    matrix of ∂Z (CO·KK × HI·WI). COP is CO rounded up to LANE_PAD, so every vector is full.
+    A fully connected layer (or a conv run as one) with chunks of at least LANE_PAD samples
+    transposes its chunk: inputs (IN × MP) and outputs (OUT × MP), MP = chunk rounded up to
+    LANE_PAD (`fc_transposed`); smaller chunks need nothing."""
     match layer:
-        case ir.Conv():
-            if conv_as_fc(layer, in_shape):
+        case ir.FC() | ir.Conv() if isinstance(layer, ir.FC) or conv_as_fc(layer, in_shape):
+            if not fc_transposed(chunk):
                 return 0
+            mp = -(-chunk // LANE_PAD) * LANE_PAD
+            return (_prod(in_shape) + _prod(out_shape)) * mp
+        case ir.Conv():
             (ci, hi, wi), (co, ho, wo) = in_shape, out_shape
             kh, kw = layer.kernel
             kk, p, cop = kh * kw, ho * wo, -(-co // LANE_PAD) * LANE_PAD
@@ -207,6 +215,19 @@ def workspace_size(layer: ir.AnyLayer, in_shape: ir.Shape, out_shape: ir.Shape) 
             return ci * kk * cop + p * cop + col
         case _:
             return 0
+
+
+def fc_transposed(chunk: int) -> bool:
+    """A fully connected forward over chunks of `chunk` samples computes outᵀ = W·inpᵀ (the
+    samples along the vector lanes) when the chunk fills a vector; dot products otherwise."""
+    return chunk >= LANE_PAD
+
+
+def _prod(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
 
 
 LANE_PAD = 16  # conv ∂W scratch rows rounded up to this many reals (AVX-512 float32 lanes)
@@ -307,7 +328,8 @@ def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
             mem.add(f"{l.label}.batch_stats", l.label, (2, c))  # batch mean, 1/sqrt(var + eps)
     mem.end()
     mem.begin("workspace")
-    ws = max((workspace_size(l, i, o) for l, i, o in layers), default=0)
+    chunk = -(-batch // parts)  # samples of the largest batch chunk
+    ws = max((workspace_size(l, i, o, chunk) for l, i, o in layers), default=0)
     if ws:
         mem.add("workspace", "", (ws,))
         for p in range(1, parts):
