@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 from . import __version__
 from .data import Normalizer
 from .errors import DataError
-from .runtime import Model, Network, load
+from .runtime import Model, Network, load, write_npz_atomic
 
 FORMAT, VERSION = "netc-checkpoint", 1
 
@@ -62,27 +61,7 @@ def save(path: str | os.PathLike, model: Model, normalizer: Normalizer, meta: di
     arrays |= {f"optim/{k}": v for k, v in model.optimizer_state.items()}
     arrays |= {f"norm/{k}": v for k, v in normalizer.to_dict().items()}
     arrays["rng/dropout"] = model.rng_state
-    write_atomic(Path(path), arrays)
-
-
-def write_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """The file appears complete or not at all: a crash mid-write leaves the old one intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:  # the rename itself survives a power cut only once the folder is synced
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_npz_atomic(Path(path), arrays)
 
 
 def read(path: str | os.PathLike) -> Checkpoint:

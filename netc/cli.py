@@ -115,15 +115,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 # ---- netc compile
 
-def cmd_compile(args: argparse.Namespace) -> int:
-    from . import build
+def _one_network(args: argparse.Namespace, what: str):
+    """The spec's one network (a -D range is refused), its shape warnings on stderr."""
     from .runtime import Network
     combos = bindings(args.defines)
     if len(combos) > 1:
-        raise NetcError("compile builds one network, but -D gives a range")
+        raise NetcError(f"{what} one network, but -D gives a range")
     network = Network(load_spec(Path(args.file), combos[0]))
     for warning in network.shapes.warnings:
         print(warning.format(), file=sys.stderr)
+    return network
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from . import build
+    network = _one_network(args, "compile builds")
     source = network.emit(args.batch, args.dtype, args.optimizer)
     if args.emit_c:
         sys.stdout.write(source.text)
@@ -148,13 +154,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 def cmd_gradcheck(args: argparse.Namespace) -> int:
     from .gradcheck import gradcheck
-    from .runtime import Network
-    combos = bindings(args.defines)
-    if len(combos) > 1:
-        raise NetcError("gradcheck checks one network, but -D gives a range")
-    network = Network(load_spec(Path(args.file), combos[0]))
-    for warning in network.shapes.warnings:
-        print(warning.format(), file=sys.stderr)
+    network = _one_network(args, "gradcheck checks")
     result = gradcheck(network, args.seed, batch=args.batch, tol=args.tol, coords=args.coords)
     print(result.format())
     return 0 if result.ok else 1

@@ -210,18 +210,7 @@ class Model:
 
     def save(self, path: str | os.PathLike) -> None:
         """Parameters and buffers to an .npz, atomically (temp file, fsync, rename)."""
-        path = Path(path)
-        arrays = {**self.params, **self.buffers}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_npz_atomic(Path(path), {**self.params, **self.buffers})
 
     def load(self, path: str | os.PathLike) -> None:
         """Parameters and buffers from an .npz written by save(); refuses a mismatch."""
@@ -374,3 +363,23 @@ def _init_weight(rng: np.random.Generator, shape, fan_in: float, fan_out: float,
         bound = math.sqrt(6.0 / (fan_in + fan_out))
         return rng.uniform(-bound, bound, shape)
     return rng.normal(0.0, math.sqrt(1.0 / fan_in), shape)  # LeCun
+
+
+def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """The file appears complete or not at all: a crash mid-write leaves the old one intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:  # the rename itself survives a power cut only once the folder is synced
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
