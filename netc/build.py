@@ -163,24 +163,59 @@ def _compile(cc: list[str], flags: list[str], source: str, name: str, key: str, 
         (tmp / f"{name}.c").write_text(source)
         # Relative names in cwd=tmp: the compiler's messages say net.c:12:3, not a temp path.
         cmd = [*cc, *flags, "-o", f"{name}.so", f"{name}.c", "-lm"]
-        _debug(f"cd {tmp} && {shlex.join(cmd)}")
+        parts = _parts(source)
+        part_cmds = []
+        if parts > 1:  # one unit per NETC_PART, compiled at once, then linked (docs/design.md)
+            objects = [f"{name}.part{i}.o" for i in range(1, parts + 1)]
+            compile_flags = [f for f in flags if f != "-shared"]
+            part_cmds = [[*cc, *compile_flags, f"-DNETC_PART={i}", "-c", "-o", obj, f"{name}.c"]
+                         for i, obj in enumerate(objects, 1)]
+            cmd = [*cc, *flags, "-o", f"{name}.so", *objects, "-lm"]
         start = time.perf_counter()
-        run = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, errors="replace")
+        warnings = ""
+        for step in [part_cmds, [cmd]] if part_cmds else [[cmd]]:
+            for c in step:
+                _debug(f"cd {tmp} && {shlex.join(c)}")
+            runs = _run_all(step, tmp)
+            warnings += "".join(run.stderr for run in runs)
+            failed = [run for run in runs if run.returncode != 0]
+            if failed:
+                kept = root / "failed" / key / f"{name}.c"  # where the error message points
+                _atomic_write(kept, source)
+                raise _compiler_failed(failed[0], kept)
         seconds = time.perf_counter() - start
         _debug(f"compiler ran {seconds:.3f} s")
-        if run.returncode != 0:
-            kept = root / "failed" / key / f"{name}.c"  # where the error message points
-            _atomic_write(kept, source)
-            raise _compiler_failed(run, kept)
+        for obj in tmp.glob("*.o"):
+            obj.unlink()
         so = (tmp / f"{name}.so").read_bytes()
         manifest = dict(key=key, so_sha256=_sha(so), so_size=len(so), command=cmd,
-                        warnings=run.stderr, seconds=round(seconds, 3))
+                        warnings=warnings, seconds=round(seconds, 3))
+        if part_cmds:
+            manifest["part_commands"] = part_cmds
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         for path in (*tmp.iterdir(), tmp):  # on disk before the rename publishes them
             _fsync(path)
         return _install(tmp, entry, key, name, source, root) or manifest
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already when renamed into place
+
+
+def _parts(source: str) -> int:
+    """How many units the source asks to be compiled as: a line `#define NETC_PARTS n` (n >= 2)
+    means compile it n times, with -DNETC_PART=1 ... n, and link the objects; else 1."""
+    found = re.search(r"^#define NETC_PARTS ([0-9]+)\b", source, re.M)
+    return int(found[1]) if found and 2 <= int(found[1]) <= 16 else 1
+
+
+def _run_all(cmds: list[list[str]], cwd: Path) -> list[subprocess.CompletedProcess]:
+    """Run the commands at the same time (the units of one library), each to completion."""
+    procs = [subprocess.Popen(c, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, errors="replace") for c in cmds]
+    runs = []
+    for c, proc in zip(cmds, procs):
+        stdout, stderr = proc.communicate()
+        runs.append(subprocess.CompletedProcess(c, proc.returncode, stdout, stderr))
+    return runs
 
 
 def _install(tmp: Path, entry: Path, key: str, name: str, source: str,

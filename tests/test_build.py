@@ -194,6 +194,31 @@ def test_netc_cflags_is_used_and_the_flags_argument_wins(cache, monkeypatch):
     assert {"-O3", "-march=native", "-Wall", "-Wextra", "-fPIC", "-shared"} <= set(command)
 
 
+SPLIT = """#define NETC_PARTS 2
+int twice(int x);
+#if NETC_PART == 1 || !defined(NETC_PART)
+int twice(int x) { return 2 * x; }
+#endif
+#if NETC_PART != 1
+int part(int unused) { return twice(NETC_PART + 0); }
+#endif
+"""
+
+
+def test_a_source_with_netc_parts_compiles_as_units_and_links(cache):
+    lib = build(SPLIT, "int part(int);")
+    assert lib.lib.part(0) == 4  # part 2 calls part 1's function
+    manifest = json.loads((lib.path.parent / "manifest.json").read_text())
+    assert [c[-4:] for c in manifest["part_commands"]] == [
+        ["-c", "-o", "net.part1.o", "net.c"], ["-c", "-o", "net.part2.o", "net.c"]]
+    assert "-DNETC_PART=2" in manifest["part_commands"][1]
+    assert manifest["command"][-4:] == ["net.so", "net.part1.o", "net.part2.o", "-lm"]
+    assert "unused parameter" in lib.warnings  # a unit's stderr is kept
+    assert sorted(p.name for p in lib.path.parent.iterdir()) == ["manifest.json", "net.c",
+                                                                 "net.so"]
+    assert build(SPLIT, "int part(int);").cached
+
+
 def test_warnings_are_captured_and_survive_the_cache(cache):
     src = "int f(int unused) { return 0; }\n"
     lib = build(src, "int f(int);")

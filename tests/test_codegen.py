@@ -350,6 +350,39 @@ LARGE = """input 3x8x8
     softmax(5)"""
 
 
+ROWS = """input 2x17x17
+    conv(10, k=2, act=relu) - conv(3, k=1) - conv(9, k=3, pad=1, act=tanh) - maxpool(2) -
+    softmax(5)"""
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_weight_gradients_by_rows_match_the_reference(tmp_path, threads):
+    # the first conv (no input gradient) and the third (a direct one) take the ∂W-by-rows path,
+    # with edge blocks in both output channels (10, 9) and weight columns (8, 27)
+    import reference as ref
+    network = netc.load(ROWS)
+    shapes = network.shapes
+    rows = [memory.weight_grad_by_rows(layer, shapes.inputs[i], shapes.outputs[i])
+            for i, layer in enumerate(network.net.layers) if isinstance(layer, ir.Conv)]
+    assert rows == [True, False, True]
+    rng = np.random.default_rng(threads)
+    model = network.compile(batch=6, dtype="float64", threads=threads, flags=["-O1"],
+                            cache_dir=tmp_path)
+    model.init(1)
+    params = {k: v.astype(np.float64) for k, v in model.params.items()}
+    for n in (6, 5):
+        x = rng.normal(size=(n, 2, 17, 17))
+        y = rng.integers(0, 5, n).astype(np.int32)
+        loss = model.loss_and_grad(x, y, input_grad=True)
+        want_loss, want_grads, want_dx = ref.loss_and_grad(model.net, params, x, y)
+        assert loss == pytest.approx(want_loss, rel=1e-10)
+        for key, g in want_grads.items():
+            err = np.abs(model.grads[key].reshape(g.shape) - g).max()
+            assert err <= 1e-9 * max(np.abs(g).max(), 1e-4), key
+        dx = model.input_grad.reshape(want_dx.shape)
+        assert np.abs(dx - want_dx).max() <= 1e-9 * np.abs(want_dx).max()
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_large_chunks_match_the_reference(tmp_path, threads):
     import reference as ref
