@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -51,22 +52,36 @@ LR, MOMENTUM = 0.01, 0.9
 # ---- timing
 
 
-def timed(fn, seconds: float, repeats: int) -> float:
-    """Seconds per call: warm-up, calibrate the calls per repeat, median of the repeats."""
-    fn()
-    start, calls = time.perf_counter(), 0
-    while time.perf_counter() - start < min(0.2, seconds):
-        fn()
-        calls += 1
-    per = (time.perf_counter() - start) / calls
-    n = max(1, int(seconds / per))
-    runs = []
-    for _ in range(repeats):
+def runner(fn):
+    """run(n): the seconds n calls of fn take."""
+    def run(n: int) -> float:
         t0 = time.perf_counter()
         for _ in range(n):
             fn()
-        runs.append((time.perf_counter() - t0) / n)
-    return statistics.median(runs)
+        return time.perf_counter() - t0
+    return run
+
+
+def calls_for(run, seconds: float) -> int:
+    """Warm-up, then the calls that one repeat of >= seconds needs."""
+    run(1)
+    n, t = 1, run(1)
+    while t < min(0.2, seconds):
+        n *= 2
+        t = run(n)
+    return max(1, math.ceil(n * seconds / t))
+
+
+def timed(runs, seconds: float, repeats: int) -> list[float]:
+    """Seconds per call of each runner: the median of the repeats, the runners' repeats taken in
+    turn (netc, PyTorch, netc, ...) so that both meet the same machine; on these VMs a
+    two-thread run can slow down for tens of seconds (docs/performance.md)."""
+    calls = [calls_for(run, seconds) for run in runs]
+    per_call: list[list[float]] = [[] for _ in runs]
+    for _ in range(repeats):
+        for run, n, out in zip(runs, calls, per_call):
+            out.append(run(n) / n)
+    return [statistics.median(t) for t in per_call]
 
 
 def data(shape, batch: int, classes: int, seed: int = 0):
@@ -78,27 +93,44 @@ def data(shape, batch: int, classes: int, seed: int = 0):
 # ---- the matmul ceiling, in a clean subprocess
 
 CEILING = """
-import time, numpy as np
+import statistics, time, numpy as np
 n = 2048
 a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
 b = a.copy()
 a @ b
 times = []
-for _ in range(5):
+for _ in range(10):
     t0 = time.perf_counter()
     a @ b
     times.append(time.perf_counter() - t0)
-print(2 * n**3 / min(times) / 1e9)
+print(2 * n**3 / min(times) / 1e9, 2 * n**3 / statistics.median(times) / 1e9)
 """
 
 
-def ceiling(threads: int) -> float:
+def sgemm(threads: int, processes: int = 1) -> list[float]:
+    """GFLOP/s of numpy's sgemm in `processes` processes of `threads` threads run at once
+    (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed): the best and the median of 10 products
+    each, one pair per process."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     env.update(OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
-    out = subprocess.run([sys.executable, "-c", CEILING], env=env, capture_output=True,
-                         text=True, check=True)
-    return float(out.stdout.strip())
+    procs = [subprocess.Popen([sys.executable, "-c", CEILING], env=env, stdout=subprocess.PIPE,
+                              text=True) for _ in range(processes)]
+    return [[float(v) for v in p.communicate()[0].split()] for p in procs]
+
+
+def ceiling(threads: int) -> tuple[float, str]:
+    """The float32 matmul ceiling for `threads` threads, and how it was found: numpy's best
+    product; with more threads also `threads` one-thread processes at once (the sum of their
+    medians), and the larger of the two, as numpy's own threads meet the slow spells of
+    synchronised two-thread runs on these VMs."""
+    own = sgemm(threads)[0][0]
+    if threads == 1:
+        return own, f"numpy sgemm 2048^3, best of 10: {own:.0f}"
+    apart = sum(m for _, m in sgemm(1, threads))
+    return max(own, apart), (f"numpy sgemm 2048^3 on {threads} threads, best of 10: {own:.0f}; "
+                             f"{threads} one-thread processes at once, sum of medians: "
+                             f"{apart:.0f}")
 
 
 # ---- one network
@@ -120,33 +152,54 @@ def bench_net(name: str, threads: int, args, results: list, torch_ok: bool) -> N
     train_flops = analyze(network.net).cost.train_flops
     fwd_flops = analyze(network.net).cost.flops
     cases = [("train", b) for b in args.batches] + [("infer", b) for b in args.infer]
-    torch_s = torch_times(name, threads, cases, args) if torch_ok else {}
+    peer = TorchWorker(name, threads) if torch_ok else None
     for kind, b in cases:
         x, y = data(shape, b, classes)
         if kind == "train":
             model.init(0)
-            t_n = timed(lambda: model.train_step(x, y, lr=LR, momentum=MOMENTUM),
-                        args.seconds, args.repeats)
+            run = runner(lambda: model.train_step(x, y, lr=LR, momentum=MOMENTUM))
             flops = train_flops * b
         else:
-            t_n = timed(lambda: model.forward(x), args.seconds, args.repeats)
+            run = runner(lambda: model.forward(x))
             flops = fwd_flops * b
-        t_t = torch_s.get(f"{kind}:{b}")
+        t_n, *t_t = timed([run] + ([peer.case(kind, b)] if peer else []), args.seconds,
+                          args.repeats)
+        t_t = t_t[0] if t_t else None
         row = dict(net=name, kind=kind, batch=b, threads=threads, netc_s=t_n, torch_s=t_t,
                    netc_ips=b / t_n, torch_ips=b / t_t if t_t else None,
                    netc_gflops=flops / t_n / 1e9,
                    torch_gflops=flops / t_t / 1e9 if t_t else None)
         results.append(row)
         print(_row(row), flush=True)
+    if peer:
+        peer.close()
 
 
-def torch_times(name: str, threads: int, cases, args) -> dict:
-    """PyTorch's seconds per call, measured in a subprocess (bench/perf_torch.py worker)."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    cmd = [sys.executable, str(Path(__file__).parent / "perf_torch.py"), name, str(threads),
-           str(args.seconds), str(args.repeats), *(f"{k}:{b}" for k, b in cases)]
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-    return json.loads(run.stdout.strip().splitlines()[-1])
+class TorchWorker:
+    """PyTorch's side in a subprocess (bench/perf_torch.py worker), driven case by case."""
+
+    def __init__(self, name: str, threads: int):
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).parent / "perf_torch.py"), name, str(threads)],
+            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def _ask(self, line: str) -> str:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"bench/perf_torch.py ended (exit {self.proc.wait()})")
+        return answer.strip()
+
+    def case(self, kind: str, batch: int):
+        """A runner for this case: run(n) times n calls in the worker."""
+        self._ask(f"case {kind} {batch}")
+        return lambda n: float(self._ask(f"run {n}"))
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def _row(r) -> str:
@@ -172,8 +225,8 @@ def bench_layers(name: str, threads: int, batch: int, args, results: list) -> No
     from netc.build import choose_flags
     model = compile_net(network, batch, threads, flags=[*choose_flags(), "-DNETC_PROFILE"])
     x, y = data(network.net.input, batch, network.shapes.outputs[-1][0])
-    steps = max(3, int(args.seconds * args.repeats * 2 / max(
-        timed(lambda: model.train_step(x, y, lr=LR, momentum=MOMENTUM), 0.1, 1), 1e-6) / 4))
+    step_s, = timed([runner(lambda: model.train_step(x, y, lr=LR, momentum=MOMENTUM))], 0.1, 1)
+    steps = max(3, int(args.seconds * args.repeats / 2 / step_s))
     model.init(0)
     model.profile_reset()
     t0 = time.perf_counter()
@@ -242,9 +295,8 @@ def main() -> None:
           f"CFLAGS {os.environ.get('NETC_CFLAGS') or '-O3 -march=native'}\n")
     out: dict = dict(ceiling={}, rows=[], layers=[], compile=[])
     for t in args.threads:
-        out["ceiling"][t] = ceiling(t)
-        print(f"float32 matmul ceiling (numpy sgemm 2048^3), {t} thread(s): "
-              f"{out['ceiling'][t]:.0f} GFLOP/s")
+        out["ceiling"][t], how = ceiling(t)
+        print(f"float32 matmul ceiling, {t} thread(s): {out['ceiling'][t]:.0f} GFLOP/s ({how})")
     if not args.no_steps:
         print("\n" + HEADER)
         for name in args.nets:

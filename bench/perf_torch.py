@@ -104,25 +104,36 @@ def _param_order(net, model) -> list[str]:
 
 
 def worker(argv: list[str]) -> None:
-    """`python bench/perf_torch.py NET THREADS SECONDS REPEATS CASE...` (CASE: train:64,
-    infer:1): seconds per call as JSON on stdout. bench/perf.py runs PyTorch in its own process:
-    two OpenMP runtimes in one process, each spinning its idle threads, would slow both."""
-    import json
+    """`python bench/perf_torch.py NET THREADS`, then commands on stdin, one answer line each:
+    `case train 64` (or `case infer 1`) sets up that case and warms it up (answers `ok`);
+    `run N` times N calls (answers the seconds). bench/perf.py keeps PyTorch in its own process
+    (two OpenMP runtimes in one process, each spinning its idle threads, slow both) and
+    alternates its repeats with netc's, so both meet the same machine."""
+    import sys
+    import time
 
     import perf
-    name, threads, seconds, repeats, *cases = argv
+    name, threads = argv
     network = perf.netc.load(perf.NETS[name])
-    model = network.compile(batch=max(int(c.split(":")[1]) for c in cases))
+    model = network.compile(batch=1)  # only for netc's initial weights (init(0))
     tnet = TorchNet(network.net, model, int(threads), perf.LR, perf.MOMENTUM)
     classes = network.shapes.outputs[-1][0]
-    out = {}
-    for case in cases:
-        kind, b = case.split(":")
-        x, y = perf.data(network.net.input, int(b), classes)
-        tnet.reset()
-        fn = (lambda: tnet.train_step(x, y)) if kind == "train" else (lambda: tnet.forward(x))
-        out[case] = perf.timed(fn, float(seconds), int(repeats))
-    print(json.dumps(out))
+    fn = None
+    for line in sys.stdin:
+        cmd, *rest = line.split()
+        if cmd == "case":
+            kind, b = rest[0], int(rest[1])
+            x, y = perf.data(network.net.input, b, classes)
+            tnet.reset()
+            fn = (lambda: tnet.train_step(x, y)) if kind == "train" else (lambda: tnet.forward(x))
+            fn()
+            answer = "ok"
+        else:
+            t0 = time.perf_counter()
+            for _ in range(int(rest[0])):
+                fn()
+            answer = repr(time.perf_counter() - t0)
+        print(answer, flush=True)
 
 
 if __name__ == "__main__":
