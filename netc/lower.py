@@ -1,13 +1,12 @@
 """syntax.Program + parameter overrides -> ir.Net: the flat, resolved layer sequence.
 
-Evaluates parameters, applies `default`s, expands ( )*N, checks every argument's type and range,
-and labels every layer. load_spec() is the entry point the rest of netc calls. Shapes are not
-checked here: passes/shapes.py does that on the IR.
+Evaluates parameters, applies `default`s, expands ( )*N, and labels every layer; layer_args.py
+checks each call's arguments and values.py each expression. load_spec() is the entry point the
+rest of netc calls. Shapes are not checked here: passes/shapes.py does that on the IR.
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 from dataclasses import dataclass
@@ -16,12 +15,12 @@ from typing import Mapping
 from . import ir
 from . import syntax as s
 from .errors import SpecError
+from .layer_args import bind_args, build_layers, builtin_kind
 from .parse import parse, read_source
 from .span import Source, Span
+from .values import Scope, did_you_mean, in_range
 
 MAX_LAYERS = 10_000  # a body expanding to more is refused before expanding it
-MAX_INT = 2**31 - 1  # the generated C indexes with int
-WHOLE_TOLERANCE = 1e-9  # 20*0.2 = 4.000000000000001 still counts as the whole number 4
 
 
 def load_spec(source: str | os.PathLike, overrides: Mapping[str, float] | None = None) -> ir.Net:
@@ -35,7 +34,7 @@ def load_spec(source: str | os.PathLike, overrides: Mapping[str, float] | None =
 def declared_params(source: str | os.PathLike) -> dict[str, float]:
     """Every `param` in the spec, as written, with its value when nothing is overridden."""
     lowering = _Lowering(parse(_read(source)), None)
-    return {name: lowering.params[name.lower()] for name in lowering.param_names}
+    return {name: lowering.scope.params[name.lower()] for name in lowering.param_names}
 
 
 def lower(program: s.Program, overrides: Mapping[str, float] | None = None) -> ir.Net:
@@ -49,37 +48,6 @@ def _read(source: str | os.PathLike) -> Source:
         return read_source(source)
     return Source("<string>", source)
 
-
-# ---- layer signatures: argument names in positional order, how many may be positional
-
-
-@dataclass(frozen=True, slots=True)
-class _Sig:
-    names: tuple[str, ...]
-    positional: int
-    aliases: tuple[tuple[str, str], ...] = ()  # (alias, argument name)
-
-
-_WINDOW = (("k", "size"),)  # pools accept conv's k= for their window
-SIGNATURES = {
-    "conv": _Sig(("out", "k", "stride", "pad", "bias", "groups", "table", "act"), 2,
-                 (("kernel", "k"),)),
-    "pool": _Sig(("mode", "size", "stride", "pad"), 3, _WINDOW),
-    "maxpool": _Sig(("size", "stride", "pad"), 2, _WINDOW),
-    "avgpool": _Sig(("size", "stride", "pad"), 2, _WINDOW),
-    "subsample": _Sig(("size", "stride", "act"), 2, _WINDOW),
-    "gap": _Sig((), 0),
-    "fc": _Sig(("units", "bias", "act"), 1),
-    "relu": _Sig((), 0),
-    "sigmoid": _Sig(("a",), 1),
-    "tanh": _Sig(("a", "b"), 2),
-    "softmax": _Sig(("units",), 1),
-    "dropout": _Sig(("p",), 1),
-    "batchnorm": _Sig(("eps", "momentum"), 2),
-    "flatten": _Sig((), 0),
-}
-LAYER_ALIASES = {"bn": "batchnorm", "globalavgpool": "gap"}
-LAYER_NAMES = tuple(SIGNATURES) + tuple(LAYER_ALIASES)
 
 _AUTO_LABEL = {ir.Conv: "conv", ir.Pool: "pool", ir.Subsample: "subsample",
                ir.GlobalAvgPool: "gap", ir.FC: "fc", ir.Softmax: "softmax",
@@ -100,10 +68,9 @@ class _Lowering:
     def __init__(self, program: s.Program, overrides: Mapping[str, float] | None):
         self.source = program.source
         self.statements = program.statements
-        self.params: dict[str, float] = {}  # by lower-case name
+        self.scope = Scope(program.statements)
         self.param_names: list[str] = []  # as declared, in order
         self.defaults: dict[str, s.DefaultStmt] = {}
-        self.tables: dict[str, ir.Table] = {}
         self.seen = self._declare(overrides or {})  # the first of each statement kind, by kind
 
     # ---- statements
@@ -124,16 +91,17 @@ class _Lowering:
             match st:
                 case s.ParamStmt(name=name):
                     self._once(seen, ("param", name.lower()), st, f"parameter '{name}'")
-                    value = given[name.lower()] if name.lower() in given else self._eval(st.expr)
-                    self.params[name.lower()] = float(value)
+                    value = given[name.lower()] if name.lower() in given else \
+                        self.scope.eval(st.expr)
+                    self.scope.params[name.lower()] = float(value)
                     self.param_names.append(name)
                 case s.DefaultStmt(name=name):
                     self._once(seen, ("default", name.lower()), st, f"default for '{name}'")
-                    self._bind(self._builtin(st.call), st.call, {})  # names now, values at use
+                    bind_args(builtin_kind(st.call), st.call, {})  # names now, values at use
                     self.defaults[name.lower()] = st
                 case s.TableStmt(name=name, rows=rows):
                     self._once(seen, ("table", name.lower()), st, f"table '{name}'")
-                    self.tables[name.lower()] = ir.Table(
+                    self.scope.tables[name.lower()] = ir.Table(
                         name, tuple(tuple(c == "X" for c in row) for row in rows), st.span)
                 case s.NetworkStmt() | s.InputStmt() | s.LossStmt():
                     word = type(st).__name__[:-4].lower()
@@ -175,7 +143,7 @@ class _Lowering:
             input=self._input(self.seen["input"]),
             layers=tuple(layers),
             loss=self._loss(self.seen.get("loss"), layers),
-            params=tuple((name, self.params[name.lower()]) for name in self.param_names),
+            params=tuple((name, self.scope.params[name.lower()]) for name in self.param_names),
             source=self.source.text,
         )
 
@@ -184,7 +152,7 @@ class _Lowering:
             raise SpecError(f"input has {len(st.dims)} sizes; give C×H×W (e.g. 1x28x28) or one "
                             f"vector size (e.g. 784)", st.size_span)
         for d in st.dims:
-            _in_range(d, "an input size", 1, st.size_span)
+            in_range(d, "an input size", 1, st.size_span)
         return st.dims if len(st.dims) == 3 else (st.dims[0], 1, 1)
 
     def _loss(self, st: s.LossStmt | None, layers: list[ir.AnyLayer]) -> str:
@@ -193,7 +161,7 @@ class _Lowering:
             return "cross_entropy" if ends_in_softmax else "mse"
         name = st.name.lower()
         if name not in ir.LOSSES:
-            raise SpecError(f"unknown loss '{st.name}'{_did_you_mean(name, ir.LOSSES)}", st.span,
+            raise SpecError(f"unknown loss '{st.name}'{did_you_mean(name, ir.LOSSES)}", st.span,
                             hint="the losses are " + " and ".join(ir.LOSSES))
         if name == "cross_entropy" and not ends_in_softmax:
             raise SpecError("loss cross_entropy needs the network to end in softmax", st.span,
@@ -203,7 +171,7 @@ class _Lowering:
     # ---- expansion of ( )*N
 
     def _repeat(self, term: s.Term) -> int:
-        return self._whole(term.repeat, "a repetition count", 0)
+        return self.scope.whole(term.repeat, "a repetition count", 0)
 
     def _check_size(self, chain: s.Chain) -> int:
         total = 0
@@ -255,307 +223,25 @@ class _Lowering:
 
     # ---- one call -> IR layers
 
-    def _resolve(self, call: s.Call) -> tuple[str, dict[str, s.Argument], Span]:
+    def _resolve(self, call: s.Call) -> tuple[str, dict[str, s.Argument]]:
         """The builtin layer a call means, and its arguments: the default's, then the call's."""
         name = call.name.lower()
         args: dict[str, s.Argument] = {}
         if name in self.defaults:
             base = self.defaults[name].call
-            kind = self._builtin(base)
-            self._bind(kind, base, args)
+            kind = builtin_kind(base)
+            bind_args(kind, base, args)
         else:
-            kind = self._builtin(call, tuple(self.defaults))
-        self._bind(kind, call, args)
-        return kind, args, call.span
-
-    def _builtin(self, call: s.Call, defaults: tuple[str, ...] = ()) -> str:
-        """The built-in layer `call` names; `defaults` are the other names it could have meant."""
-        name = call.name.lower()
-        name = LAYER_ALIASES.get(name, name)
-        if name not in SIGNATURES:
-            known = LAYER_NAMES + defaults
-            raise SpecError(f"unknown layer '{call.name}'{_did_you_mean(name, known)}",
-                            _name_span(call), hint="the layers are " + ", ".join(SIGNATURES))
-        return name
-
-    def _bind(self, kind: str, call: s.Call, into: dict[str, s.Argument]) -> None:
-        sig = SIGNATURES[kind]
-        aliases = dict(sig.aliases)
-        given: set[str] = set()
-        for i, arg in enumerate(call.args):
-            if arg.name is None:
-                if i and call.args[i - 1].name is not None:
-                    raise SpecError("a positional argument cannot follow a named one", arg.span)
-                if i >= sig.positional:
-                    takes = (f"at most {sig.positional} positional argument"
-                             f"{'s' if sig.positional != 1 else ''} "
-                             f"({', '.join(sig.names[:sig.positional])})"
-                             if sig.positional else "no arguments")
-                    raise SpecError(f"{kind} takes {takes}", arg.span,
-                                    hint=f"name the others: {', '.join(sig.names)}"
-                                    if sig.names[sig.positional:] else None)
-                name = sig.names[i]
-            else:
-                name = arg.name.lower()
-                name = aliases.get(name, name)
-                if name not in sig.names:
-                    raise SpecError(
-                        f"{kind} has no argument '{arg.name}'{_did_you_mean(name, sig.names)}",
-                        arg.span, hint=f"{kind} takes " + (", ".join(sig.names) or "no arguments"))
-            if name in given:
-                raise SpecError(f"argument '{name}' is given twice", arg.span)
-            given.add(name)
-            into[name] = arg
+            kind = builtin_kind(call, tuple(self.defaults))
+        bind_args(kind, call, args)
+        return kind, args
 
     def _layers(self, use: _Use) -> list[tuple[ir.AnyLayer, str | None, Span | None]]:
-        kind, args, span = self._resolve(use.call)
-        a = _Args(self, kind, args, span)
-        common = dict(label="", span=span, origin=use.origin)
-        match kind:
-            case "conv":
-                table = a.table("table")
-                if table is not None and "groups" in args:
-                    raise SpecError("conv takes either a table or groups, not both",
-                                    args["groups"].span)
-                kernel = a.pair("k", None, 1)
-                layers = [ir.Conv(
-                    out_channels=a.count("out", table.out_channels if table else None),
-                    kernel=kernel, stride=a.pair("stride", (1, 1), 1),
-                    pad=a.pad(kernel), bias=a.flag("bias", True),
-                    groups=a.whole("groups", 1, 1), table=table, act=a.act("act"), **common)]
-            case "pool" | "maxpool" | "avgpool":
-                mode = a.keyword("mode", ("max", "avg"), None) if kind == "pool" else kind[:3]
-                size = a.pair("size", None, 1)
-                layers = [ir.Pool(mode=mode, kernel=size, stride=a.pair("stride", size, 1),
-                                  pad=a.pair("pad", (0, 0), 0), **common)]
-            case "subsample":
-                size = a.pair("size", None, 1)
-                layers = [ir.Subsample(kernel=size, stride=a.pair("stride", size, 1),
-                                       act=a.act("act"), **common)]
-            case "gap":
-                layers = [ir.GlobalAvgPool(**common)]
-            case "fc":
-                layers = [ir.FC(units=a.count("units", None), bias=a.flag("bias", True),
-                                act=a.act("act"), **common)]
-            case "relu" | "sigmoid" | "tanh":
-                layers = [ir.Act(fn=a.activation(kind), **common)]
-            case "softmax":  # softmax(n): the classifier's weights, then the softmax itself
-                units = a.count("units", 0)
-                layers = [ir.FC(units=units, **common)] if units else []
-                layers.append(ir.Softmax(**common))
-            case "dropout":
-                layers = [ir.Dropout(p=a.number("p", 0.5, 0.0, 1.0, high_open=True), **common)]
-            case "batchnorm":
-                layers = [ir.BatchNorm(eps=a.number("eps", 1e-5, 0.0, None, low_open=True),
-                                       momentum=a.number("momentum", 0.1, 0.0, 1.0), **common)]
-            case "flatten":
-                layers = [ir.Flatten(**common)]
+        kind, args = self._resolve(use.call)
+        layers = build_layers(kind, args, use.call.span, use.origin, self.scope)
         # The user's label names the first layer (the one with the weights, for softmax(n)).
         return [(layer, use.label if i == 0 else None, use.label_span)
                 for i, layer in enumerate(layers)]
-
-    # ---- values
-
-    def _eval(self, e: s.Expr) -> float:
-        match e:
-            case s.Number(value=value):
-                if not math.isfinite(value):
-                    raise SpecError("number is too large", e.span)
-                return value
-            case s.Ref(name=name):
-                if name.lower() in self.params:
-                    return self.params[name.lower()]
-                later = next((st for st in self.statements if isinstance(st, s.ParamStmt)
-                              and st.name.lower() == name.lower()), None)
-                hint = f"'{name}' is declared later, on line {later.span.line}; declare it " \
-                       f"before this use" if later else None
-                raise SpecError(f"undefined parameter '{name}'"
-                                f"{_did_you_mean(name.lower(), self.params)}", e.span, hint=hint)
-            case s.Negate(operand=operand):
-                return -self._eval(operand)
-            case s.Arith(first=first, rest=rest):
-                value = self._eval(first)
-                for op, operand in rest:
-                    rhs = self._eval(operand)
-                    match op:
-                        case "+":
-                            value += rhs
-                        case "-":
-                            value -= rhs
-                        case "*":
-                            value *= rhs
-                        case "/" if rhs == 0:
-                            raise SpecError("division by zero", operand.span)
-                        case "/":
-                            value /= rhs
-                if not math.isfinite(value):
-                    raise SpecError("the value is too large", e.span)
-                return value
-        raise SpecError("expected a number", e.span)
-
-    def _whole(self, e: s.Value, what: str, minimum: int) -> int:
-        if not isinstance(e, (s.Number, s.Ref, s.Negate, s.Arith)):
-            raise SpecError(f"{what} must be a number", e.span)
-        value = self._eval(e)
-        n = round(value)
-        if abs(value - n) > WHOLE_TOLERANCE:
-            raise SpecError(f"{what} must be a whole number, not {_fmt(value)}", e.span)
-        return _in_range(n, what, minimum, e.span)
-
-    def _table(self, e: s.Value) -> ir.Table:
-        if not isinstance(e, s.Ref):
-            raise SpecError("table= takes the name of a table", e.span)
-        if e.name.lower() not in self.tables:
-            raise SpecError(f"undefined table '{e.name}'{_did_you_mean(e.name, self.tables)}",
-                            e.span, hint="define it with `table NAME { ... }`")
-        return self.tables[e.name.lower()]
-
-
-class _Args:
-    """The arguments of one layer call, each checked and converted on request."""
-
-    def __init__(self, lowering: _Lowering, kind: str, args: dict[str, s.Argument], span: Span):
-        self.lowering, self.kind, self.args, self.span = lowering, kind, args, span
-
-    def _get(self, name: str, default):
-        if name in self.args:
-            return self.args[name].value
-        if default is None:
-            raise SpecError(f"{self.kind} needs the argument '{name}'", self.span,
-                            hint=f"e.g. {_EXAMPLES.get(self.kind, self.kind)}")
-        return default
-
-    def count(self, name: str, default: int | None) -> int:
-        """A channel or unit count: rounded half away from zero, then at least 1."""
-        e = self._get(name, default)
-        if isinstance(e, int):
-            return e
-        what = f"{self.kind} {name}"
-        if not isinstance(e, (s.Number, s.Ref, s.Negate, s.Arith)):
-            raise SpecError(f"{what} must be a number", e.span)
-        value = self.lowering._eval(e)
-        if value < 0:
-            raise SpecError(f"{what} must be positive, not {_fmt(value)}", e.span)
-        n = math.floor(value + 0.5)
-        if n < 1:
-            raise SpecError(f"{what} is {_fmt(value)}, which rounds to 0", e.span,
-                            hint="a count must come out at least 0.5 (it is rounded to 1)")
-        return _in_range(n, what, 1, e.span)
-
-    def whole(self, name: str, default: int, minimum: int) -> int:
-        e = self._get(name, default)
-        return e if isinstance(e, int) else \
-            self.lowering._whole(e, f"{self.kind} {name}", minimum)
-
-    def pair(self, name: str, default: ir.Pair | None, minimum: int) -> ir.Pair:
-        """A size written n (square) or hxw."""
-        e = self._get(name, default)
-        if isinstance(e, tuple):
-            return e
-        if isinstance(e, s.Dims):
-            if len(e.values) != 2:
-                raise SpecError(f"{self.kind} {name} takes one size or two (height×width), "
-                                f"not {len(e.values)}", e.span)
-            h, w = (_in_range(v, f"{self.kind} {name}", minimum, e.span) for v in e.values)
-            return (h, w)
-        n = self.lowering._whole(e, f"{self.kind} {name}", minimum)
-        return (n, n)
-
-    def pad(self, kernel: ir.Pair) -> ir.Pair:
-        e = self.args.get("pad")
-        if isinstance(e and e.value, s.Ref) and e.value.name.lower() == "same":
-            if kernel[0] % 2 == 0 or kernel[1] % 2 == 0:
-                raise SpecError(f"pad=same needs an odd kernel, not {kernel[0]}×{kernel[1]}",
-                                e.value.span, hint="give the padding as a number instead")
-            return ((kernel[0] - 1) // 2, (kernel[1] - 1) // 2)
-        return self.pair("pad", (0, 0), 0)
-
-    def number(self, name: str, default: float, low: float, high: float | None,
-               low_open: bool = False, high_open: bool = False) -> float:
-        e = self._get(name, default)
-        if isinstance(e, float):
-            return e
-        if not isinstance(e, (s.Number, s.Ref, s.Negate, s.Arith)):
-            raise SpecError(f"{self.kind} {name} must be a number", e.span)
-        value = self.lowering._eval(e)
-        below = value <= low if low_open else value < low
-        above = high is not None and (value >= high if high_open else value > high)
-        if below or above:
-            where = (f"{'(' if low_open else '['}{_fmt(low)}, "
-                     f"{_fmt(high) + (')' if high_open else ']') if high is not None else '∞)'}")
-            raise SpecError(f"{self.kind} {name} must be in {where}, not {_fmt(value)}", e.span)
-        return value
-
-    def keyword(self, name: str, choices: tuple[str, ...], default: str | None) -> str:
-        e = self._get(name, default)
-        if isinstance(e, str):
-            return e
-        if not isinstance(e, s.Ref) or e.name.lower() not in choices:
-            raise SpecError(f"{self.kind} {name} must be " + " or ".join(choices), e.span,
-                            hint=f"e.g. {_EXAMPLES[self.kind]}")
-        return e.name.lower()
-
-    def flag(self, name: str, default: bool) -> bool:
-        e = self._get(name, default)
-        if isinstance(e, bool):
-            return e
-        if not isinstance(e, s.Ref) or e.name.lower() not in ("on", "off", "true", "false"):
-            raise SpecError(f"{self.kind} {name} must be on or off", e.span)
-        return e.name.lower() in ("on", "true")
-
-    def table(self, name: str) -> ir.Table | None:
-        return self.lowering._table(self.args[name].value) if name in self.args else None
-
-    def act(self, name: str) -> ir.Activation | None:
-        """act=relu | sigmoid | sigmoid(a) | tanh | tanh(a, b) | none."""
-        if name not in self.args:
-            return None
-        e = self.args[name].value
-        if isinstance(e, s.Ref) and e.name.lower() == "none":
-            return None
-        if isinstance(e, s.Ref):
-            e = s.Call(e.name, (), True, e.span)
-        if not isinstance(e, s.Call) or e.name.lower() not in ("relu", "sigmoid", "tanh"):
-            raise SpecError(f"{self.kind} act must be relu, sigmoid, tanh or none" +
-                            (_did_you_mean(e.name.lower(), ("relu", "sigmoid", "tanh", "none"))
-                             if isinstance(e, s.Call) else ""), e.span)
-        kind = e.name.lower()
-        args: dict[str, s.Argument] = {}
-        self.lowering._bind(kind, e, args)
-        return _Args(self.lowering, kind, args, e.span).activation(kind)
-
-    def activation(self, kind: str) -> ir.Activation:
-        if kind == "relu":
-            return ir.Activation("relu")
-        a = self.number("a", 1.0, 0.0, None, low_open=True)
-        b = self.number("b", 1.0, 0.0, None, low_open=True) if kind == "tanh" else 1.0
-        return ir.Activation(kind, a, b)
-
-
-_EXAMPLES = {"conv": "conv(32, k=3)", "pool": "pool(max, 2)", "maxpool": "maxpool(2)",
-             "avgpool": "avgpool(2)", "subsample": "subsample(2)", "fc": "fc(120)"}
-
-
-def _in_range(n: int, what: str, minimum: int, span: Span) -> int:
-    if n < minimum:
-        raise SpecError(f"{what} must be at least {minimum}, not {n}", span)
-    if n > MAX_INT:
-        raise SpecError(f"{what} is absurdly large ({_fmt(n)}; at most {MAX_INT:,})", span)
-    return n
-
-
-def _fmt(x: float) -> str:
-    return f"{float(x):.10g}"
-
-
-def _did_you_mean(name: str, known) -> str:
-    close = difflib.get_close_matches(name.lower(), list(known), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def _name_span(call: s.Call) -> Span:
-    sp = call.span
-    return Span(sp.source, sp.line, sp.col, sp.line, sp.col + len(call.name))
 
 
 def _stem(name: str) -> str:

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "netc"
 
 PIPELINE = [
     "span", "resources", "errors",                                    # leaves
-    "ir", "syntax", "parse", "lower",                                  # language → IR
+    "ir", "syntax", "parse", "values", "layer_args", "lower",          # language → IR
     "passes.shapes", "passes.params", "passes.receptive", "passes.memory", "passes.cost",
     "passes", "report",                                                # analyses and reports
     "codegen.env", "codegen.views", "codegen",                         # IR → C text
