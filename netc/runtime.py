@@ -110,6 +110,12 @@ class Model:
             b.name.split(".", 1)[1]: self._view(b.name) for b in plan.by_role("optimizer")})
         self.rng_state = self._view("rng.state")
         self.input_grad: np.ndarray | None = None
+        # BatchNorm layers with one value per channel per sample (after an fc, or on 1x1 maps):
+        # trained on a single sample, their batch variance is 0
+        self._per_sample_norms = [(layer.label, shape) for layer, shape in
+                                  zip(net.layers, shapes.inputs)
+                                  if isinstance(layer, ir.BatchNorm) and shape[1:] == (1, 1)]
+        self.min_train_batch = 2 if self._per_sample_norms else 1
         self.threads = plan.threads
         self.init(0)
 
@@ -149,7 +155,7 @@ class Model:
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """Outputs (b, *output_shape), a copy: probabilities when the net ends in softmax.
         train=True uses batch statistics (and updates the running ones) and drops out."""
-        b = self._check_x(x)
+        b = self._check_x(x, train)
         self.lib.netc_forward(self._pmem, self._pimem, self.ffi.from_buffer(x), b, int(train))
         return self._out[:b].reshape(b, *self.output_shape).copy()
 
@@ -157,7 +163,7 @@ class Model:
                       train: bool = True) -> float:
         """The loss (mean over the batch), with `grads` filled (zeroed first) and, when asked,
         `input_grad` (b, *input_shape)."""
-        b = self._check_x(x)
+        b = self._check_x(x, train)
         labels, targets = self._check_y(y, b)
         loss = self.lib.netc_loss_and_grad(self._pmem, self._pimem, self.ffi.from_buffer(x),
                                            labels, targets, b, int(train), int(input_grad))
@@ -169,7 +175,7 @@ class Model:
                    eps: float = 1e-8) -> float:
         """Forward, loss, backward and one optimizer update in a single C call; the loss.
         sgd uses lr, momentum, weight_decay; adam lr, beta1, beta2, eps, weight_decay."""
-        b = self._check_x(x)
+        b = self._check_x(x, train=True)
         labels, targets = self._check_y(y, b)
         hyper = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, beta1=beta1,
                      beta2=beta2, eps=eps)
@@ -234,7 +240,7 @@ class Model:
 
     # ---- validation: nothing reaches C unchecked
 
-    def _check_x(self, x) -> int:
+    def _check_x(self, x, train: bool) -> int:
         if not isinstance(x, np.ndarray):
             raise InputError(f"x must be a numpy array, not {type(x).__name__}")
         if x.dtype != self.dtype:
@@ -252,6 +258,13 @@ class Model:
                              "batch=")
         if not x.flags.c_contiguous:
             raise InputError("x is not C-contiguous", hint="pass np.ascontiguousarray(x)")
+        if train and b < self.min_train_batch:
+            label, (c, h, w) = self._per_sample_norms[0]
+            raise InputError(f"BatchNorm layer '{label}' gets an input of shape ({b}, {c}, {h}, "
+                             f"{w}) in training mode: one value per channel, so its batch "
+                             "variance is 0 and it would normalise by eps alone",
+                             hint=f"train on batches of at least {self.min_train_batch} samples, "
+                             "or evaluate with train=False")
         return b
 
     def _check_y(self, y, b: int):

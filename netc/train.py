@@ -298,10 +298,15 @@ def fit(network: Network, dataset: Dataset, config: Config = Config(), *,
     while state.epoch < config.epochs and not (config.early_stop and
                                                state.stale >= config.early_stop):
         lr, start = lr_at(config, state.epoch), time.perf_counter()
-        bar = _Progress(sys.stderr, progress, f"epoch {state.epoch + 1}/{config.epochs}", n)
+        batches = np.array_split(shuffle.permutation(n), range(model.batch, n, model.batch))
+        if len(batches) > 1 and len(batches[-1]) < model.min_train_batch:
+            # a lone last sample would give BatchNorm a batch variance of 0: skip it, as
+            # PyTorch's drop_last would; the next epoch's shuffle leaves out another one
+            batches.pop()
+        bar = _Progress(sys.stderr, progress, f"epoch {state.epoch + 1}/{config.epochs}",
+                        sum(map(len, batches)))
         total, correct, seen = 0.0, 0, 0
-        for i, idx in enumerate(np.array_split(shuffle.permutation(n), range(model.batch, n,
-                                                                             model.batch))):
+        for i, idx in enumerate(batches):
             labels = train.y[idx]
             loss = model.train_step(train.x[idx], _target(labels, k, model.dtype), lr=lr, **hyper)
             if not math.isfinite(loss):
@@ -312,9 +317,9 @@ def fit(network: Network, dataset: Dataset, config: Config = Config(), *,
             bar.update(seen, total / seen)
         bar.close()
         seconds = time.perf_counter() - start
-        record = {"epoch": state.epoch + 1, "lr": lr, "train_loss": total / n,
-                  "train_acc": correct / n, "seconds": round(seconds, 3),
-                  "images_per_s": round(n / seconds, 1)}
+        record = {"epoch": state.epoch + 1, "lr": lr, "train_loss": total / seen,
+                  "train_acc": correct / seen, "seconds": round(seconds, 3),
+                  "images_per_s": round(seen / seconds, 1)}
         if val is not None:
             ev = evaluate(model, val)
             if not math.isfinite(ev.loss):

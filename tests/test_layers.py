@@ -10,6 +10,7 @@ import pytest
 
 import netc
 from netc import ir
+from netc.errors import InputError
 from netc.gradcheck import gradcheck
 import reference as ref
 
@@ -212,6 +213,12 @@ LAYER_SPECS = {
         conv(4, k=2, table=t) - tanh - softmax(3)""",
     "conv-1x1-and-strided-1x1": """input 3x5x5
         conv(4, k=1, act=relu) - conv(2, k=1, stride=2) - softmax(3)""",
+    # stride-1 convs by rows (memory.conv_by_rows): forward and ∂W by rows, full blocks of 8
+    # output channels and the edges; then forward by rows with ∂W through im2col, edges only
+    "conv-by-rows": """input 2x5x16
+        conv(10, k=3, pad=1, act=relu) - conv(3, k=3, pad=1, bias=off) - softmax(3)""",
+    "conv-by-rows-unpadded": """input 1x4x24
+        conv(5, k=3, bias=off, act=tanh(1.7159, 2/3)) - softmax(2)""",
     "maxpool-overlap-pad": """input 2x6x5
         maxpool(3, stride=2, pad=1) - softmax(3)""",
     "maxpool-after-relu": """input 2x6x6
@@ -326,8 +333,8 @@ def dropout_masks(model, n):
 
 
 def one_value_per_channel(model, n):
-    """Does a batchnorm see a single value per channel (batch 1 after an fc)? PyTorch refuses
-    those batch statistics; in float32 nothing but rounding noise is left of them."""
+    """Does a batchnorm see a single value per channel (batch 1 after an fc)? Its batch variance
+    is 0: netc refuses training mode there, as PyTorch does (tests/test_batchnorm_checks.py)."""
     return any(isinstance(layer, ir.BatchNorm) and n * h * w == 1
                for layer, (_, h, w) in zip(model.net.layers, model.shapes.inputs))
 
@@ -350,6 +357,8 @@ def test_float32_forward_matches_reference(compiled, name, n):
     want = ref.forward_net(model.net, params, x, buffers=buffers)
     assert rel_err(model.forward(x), want) < 1e-5
     if one_value_per_channel(model, n):
+        with pytest.raises(InputError):
+            model.forward(x, train=True)
         return
     # training mode: batch statistics, the C's own dropout masks, updated running statistics
     got = model.forward(x, train=True)
@@ -367,6 +376,10 @@ def test_float64_gradients_match_reference(compiled, name, n, train):
     model = compiled(name, "float64")
     params, buffers = randomize(model, seed=20 + n)
     x, y = data(model, n, seed=30 + n)
+    if train and one_value_per_channel(model, n):  # refused, as PyTorch does
+        with pytest.raises(InputError):
+            model.loss_and_grad(x, y, input_grad=True, train=True)
+        return
     loss = model.loss_and_grad(x, y, input_grad=True, train=train)
     want_loss, want_grads, want_dx = ref.loss_and_grad(
         model.net, params, x, y, train=train, buffers=buffers, masks=dropout_masks(model, n))
