@@ -163,6 +163,7 @@ def _kind_view(layer: ir.AnyLayer, ins: ir.Shape, outs: ir.Shape, dt: str) -> di
                         im2col=int(memory.needs_im2col(layer)),
                         direct_dx=int(memory.direct_input_grad(layer, ins, outs)),
                         dw_rows=int(memory.weight_grad_by_rows(layer, ins, outs)),
+                        fwd_rows=int(memory.conv_by_rows(layer, ins, outs)),
                         lane_pad=memory.LANE_PAD,
                         blocks=[", ".join(map(str, b)) for b in conv_blocks(layer, ins[0])])
         case ir.Pool():

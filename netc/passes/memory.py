@@ -199,7 +199,10 @@ def workspace_size(layer: ir.AnyLayer, in_shape: ir.Shape, out_shape: ir.Shape,
     A fully connected layer (or a conv run as one) with chunks of at least LANE_PAD samples
     transposes its chunk: inputs (IN × MP) and outputs (OUT × MP), MP = chunk rounded up to
     LANE_PAD (`fc_transposed`); smaller chunks need nothing. A conv whose ∂W goes by rows
-    (`weight_grad_by_rows`) keeps no ∂Wᵀ or ∂Zᵀ but the areas the template lists."""
+    (`weight_grad_by_rows`) keeps no ∂Wᵀ or ∂Zᵀ but the areas the template lists. A conv whose
+    forward goes by rows (`conv_by_rows`) needs, at offset 0, the zero-padded input
+    (CI·HP·WP + LR) and its output in rows (CO × LR), LR = HO·WP rounded up to LANE_PAD; the
+    workspace is the larger of the two needs."""
     match layer:
         case ir.FC() | ir.Conv() if isinstance(layer, ir.FC) or conv_as_fc(layer, in_shape):
             if not fc_transposed(chunk):
@@ -210,16 +213,17 @@ def workspace_size(layer: ir.AnyLayer, in_shape: ir.Shape, out_shape: ir.Shape,
             (ci, hi, wi), (co, ho, wo) = in_shape, out_shape
             kh, kw = layer.kernel
             kk, p, cop = kh * kw, ho * wo, -(-co // LANE_PAD) * LANE_PAD
+            hp, wp = ho + kh - 1, wo + kw - 1
+            lr = -(-ho * wp // LANE_PAD) * LANE_PAD
+            forward = ci * hp * wp + lr + co * lr if conv_by_rows(layer, in_shape, out_shape) else 0
             col = ci * kk * p if needs_im2col(layer) else 0
             if direct_input_grad(layer, in_shape, out_shape):
                 col = ci * co * kk + max(col, co * kk * hi * wi)
             if weight_grad_by_rows(layer, in_shape, out_shape):
                 # after the column area: ∂W in lanes (CO·CI·KK × LANE_PAD), ∂Z with rows
-                # WP = WO + KW - 1 long (CO × LR), the zero-padded input (CI·HP·WP + LR)
-                hp, wp = ho + kh - 1, wo + kw - 1
-                lr = -(-ho * wp // LANE_PAD) * LANE_PAD
-                return col + co * ci * kk * LANE_PAD + co * lr + ci * hp * wp + lr
-            return ci * kk * cop + p * cop + col
+                # WP long (CO × LR), the zero-padded input (CI·HP·WP + LR)
+                return max(forward, col + co * ci * kk * LANE_PAD + co * lr + ci * hp * wp + lr)
+            return max(forward, ci * kk * cop + p * cop + col)
         case _:
             return 0
 
@@ -240,18 +244,24 @@ def _prod(shape) -> int:
 LANE_PAD = 16  # conv ∂W scratch rows rounded up to this many reals (AVX-512 float32 lanes)
 
 
-def weight_grad_by_rows(conv: ir.Conv, in_shape: ir.Shape, out_shape: ir.Shape) -> bool:
-    """∂W of a dense stride-1 conv with a short inner dimension (CI·KK ≤ 64, e.g. a first layer
-    on RGB) and more than LANE_PAD / 2 outputs, as dot products along whole rows of ∂Z and of
-    the zero-padded input: ∂W[oc][(c·KH + i)·KW + j] = Σ_t ∂Zp[oc][t] Xp[(c·HP + i)·WP + j + t], both
-    read with rows WP = WO + KW - 1 long (the KW - 1 extra entries of ∂Zp are zeros), so every
-    (i, j) is one contiguous offset and no column matrix is built. Only where the extra columns
-    cost at most 1/8 of the products."""
+def conv_by_rows(conv: ir.Conv, in_shape: ir.Shape, out_shape: ir.Shape) -> bool:
+    """A dense stride-1 conv with a short inner dimension (CI·KK ≤ 64, e.g. a first layer on RGB)
+    runs its forward and weight gradient on the zero-padded input read in rows WP = WO + KW - 1
+    long, where every kernel tap (c, i, j) is one contiguous offset (c·HP + i)·WP + j: products
+    over whole rows with no column matrix built. Only where the KW - 1 extra columns per row cost
+    at most 1/8 of the products."""
     (ci, _, _), (co, _, wo) = in_shape, out_shape
     kh, kw = conv.kernel
-    cop = -(-co // LANE_PAD) * LANE_PAD
-    return (conv.table is None and conv.groups == 1 and conv.stride == (1, 1) and cop < 2 * co
+    return (conv.table is None and conv.groups == 1 and conv.stride == (1, 1)
             and ci * kh * kw <= 64 and 8 * (wo + kw - 1) <= 9 * wo)
+
+
+def weight_grad_by_rows(conv: ir.Conv, in_shape: ir.Shape, out_shape: ir.Shape) -> bool:
+    """∂W by rows (`conv_by_rows`): ∂W[oc][(c·KH + i)·KW + j] = Σ_t ∂Zp[oc][t]
+    Xp[(c·HP + i)·WP + j + t] (the extra entries of ∂Zp are zeros), where more than LANE_PAD / 2
+    outputs fill the lanes of ∂Wᵀ's usual layout poorly."""
+    cop = -(-out_shape[0] // LANE_PAD) * LANE_PAD
+    return conv_by_rows(conv, in_shape, out_shape) and cop < 2 * out_shape[0]
 
 
 def direct_input_grad(conv: ir.Conv, in_shape: ir.Shape, out_shape: ir.Shape) -> bool:
