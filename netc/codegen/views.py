@@ -96,6 +96,17 @@ def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
         v["fc_transposed"] = int(memory.fc_transposed(chunk))
         v["slots"] = _slots(layer, prev, off, v["ws_size"])
         layers.append(v)
+    for prev, v in zip([None] + layers, layers):
+        # a conv whose input is another conv's activated output applies that activation's
+        # derivative to its input gradient, while the gradient and that output (its input) are
+        # in cache; the previous conv then reads its output gradient as dz (DZ_READY)
+        fuse = (prev is not None and prev["template"] == v["template"] == "layers/conv.c.j2"
+                and prev["has_act"] and prev["parallel"] and v["parallel"])
+        v["dx_act"] = prev["act"] if fuse else ""
+        v["dx_act_a"], v["dx_act_b"] = (prev["act_a"], prev["act_b"]) if fuse else ("1", "1")
+        v["dz_ready"] = 0
+        if fuse:
+            prev["dz_ready"] = 1
     backward = [v for v in reversed(layers) if not (fused and v["index"] == len(layers) - 1)]
     zero = [dict(offset=b.offset, per_sample=b.size // plan.batch, name=b.name)
             for b in plan.by_role("act_grads")]
