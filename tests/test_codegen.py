@@ -357,14 +357,15 @@ ROWS = """input 2x17x17
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_weight_gradients_by_rows_match_the_reference(tmp_path, threads):
-    # the first conv (no input gradient) and the third (a direct one) take the ∂W-by-rows path,
-    # with edge blocks in both output channels (10, 9) and weight columns (8, 27)
+    # every conv takes the ∂W-by-rows path: the first (no input gradient) and the third (a direct
+    # one) with edge blocks in both output channels (10, 9) and weight columns (8, 27), the 1×1
+    # one with fewer output channels (3) than a block
     import reference as ref
     network = netc.load(ROWS)
     shapes = network.shapes
     rows = [memory.weight_grad_by_rows(layer, shapes.inputs[i], shapes.outputs[i])
             for i, layer in enumerate(network.net.layers) if isinstance(layer, ir.Conv)]
-    assert rows == [True, False, True]
+    assert rows == [True, True, True]
     rng = np.random.default_rng(threads)
     model = network.compile(batch=6, dtype="float64", threads=threads, flags=["-O1"],
                             cache_dir=tmp_path)

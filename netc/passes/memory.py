@@ -257,11 +257,14 @@ def conv_by_rows(conv: ir.Conv, in_shape: ir.Shape, out_shape: ir.Shape) -> bool
 
 
 def weight_grad_by_rows(conv: ir.Conv, in_shape: ir.Shape, out_shape: ir.Shape) -> bool:
-    """∂W by rows (`conv_by_rows`): ∂W[oc][(c·KH + i)·KW + j] = Σ_t ∂Zp[oc][t]
-    Xp[(c·HP + i)·WP + j + t] (the extra entries of ∂Zp are zeros), where more than LANE_PAD / 2
-    outputs fill the lanes of ∂Wᵀ's usual layout poorly."""
-    cop = -(-out_shape[0] // LANE_PAD) * LANE_PAD
-    return conv_by_rows(conv, in_shape, out_shape) and cop < 2 * out_shape[0]
+    """∂W by rows: ∂W[oc][(c·KH + i)·KW + j] = Σ_t ∂Zp[oc][t] Xp[(c·HP + i)·WP + j + t], ∂Z and
+    the input read in the rows of `conv_by_rows` (the extra entries of ∂Zp are zeros). It pays
+    where the forward's does and further, up to 1/4 extra columns (LeNet-5's and MNIST-BASE's
+    first convs): there the alternative builds the column matrix a second time."""
+    (ci, _, _), (_, _, wo) = in_shape, out_shape
+    kh, kw = conv.kernel
+    return (conv.table is None and conv.groups == 1 and conv.stride == (1, 1)
+            and ci * kh * kw <= 64 and 4 * (wo + kw - 1) <= 5 * wo)
 
 
 def direct_input_grad(conv: ir.Conv, in_shape: ir.Shape, out_shape: ir.Shape) -> bool:
