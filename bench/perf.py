@@ -1,18 +1,19 @@
 """Issue 5 harness: netc vs PyTorch (CPU) on the same machine, in the same run.
 
-    python bench/perf.py                  # the full run (docs/performance.md), ~15-25 min
-    python bench/perf.py --quick          # 3 repeats of 0.3 s: a smoke run, ~3 min
+    python bench/perf.py                  # the full run (docs/performance.md), ~20 min
+    python bench/perf.py --quick          # 3 repeats of 0.3 s: a smoke run, ~8 min
     python bench/perf.py --nets lenet5 --threads 1 --batches 64 --repeats 5 --seconds 1
 
 For each network (lenet5, mcn-base, mlp, vgg) and thread count: one training step (forward,
 softmax cross-entropy, backward, SGD with momentum 0.9) at each batch, and inference at batch 1
 (latency) and 64, timed as warm-up then the median of --repeats repeats of >= --seconds each.
 PyTorch (when importable) runs the same network with the same initial weights, the same thread
-count (torch.set_num_threads), the same loss and optimizer. Then: netc/PyTorch ratios, GFLOP/s
-per network and per layer (forward and backward, from a -DNETC_PROFILE build), the float32 matmul
-ceiling (numpy sgemm 2048^3 in a subprocess with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset),
-and compile time (cold: empty cache; cached: a second compile of the same spec). Prints
-markdown; --json FILE also writes every figure. Not a test.
+count (torch.set_num_threads), the same loss and optimizer, in its own process; its repeats
+alternate with netc's. Then: netc/PyTorch ratios, GFLOP/s per network and per layer (forward and
+backward, from a -DNETC_PROFILE build), the float32 matmul ceiling (numpy sgemm 2048^3 in
+subprocesses with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset), and compile time (cold: empty
+cache; cached: a second compile of the same spec). Prints markdown; --json FILE also writes
+every figure. Not a test.
 """
 from __future__ import annotations
 
