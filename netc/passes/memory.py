@@ -215,7 +215,8 @@ def workspace_size(layer: ir.AnyLayer, in_shape: ir.Shape, out_shape: ir.Shape,
             kk, p, cop = kh * kw, ho * wo, -(-co // LANE_PAD) * LANE_PAD
             hp, wp = ho + kh - 1, wo + kw - 1
             lr = -(-ho * wp // LANE_PAD) * LANE_PAD
-            forward = ci * hp * wp + lr + co * lr if conv_by_rows(layer, in_shape, out_shape) else 0
+            rows = conv_by_rows(layer, in_shape, out_shape)
+            forward = ci * hp * wp + lr + co * lr if rows else 0
             col = ci * kk * p if needs_im2col(layer) else 0
             if direct_input_grad(layer, in_shape, out_shape):
                 col = ci * co * kk + max(col, co * kk * hi * wi)
@@ -245,26 +246,27 @@ LANE_PAD = 16  # conv ∂W scratch rows rounded up to this many reals (AVX-512 f
 
 
 def conv_by_rows(conv: ir.Conv, in_shape: ir.Shape, out_shape: ir.Shape) -> bool:
-    """A dense stride-1 conv with a short inner dimension (CI·KK ≤ 64, e.g. a first layer on RGB)
-    runs its forward and weight gradient on the zero-padded input read in rows WP = WO + KW - 1
-    long, where every kernel tap (c, i, j) is one contiguous offset (c·HP + i)·WP + j: products
-    over whole rows with no column matrix built. Only where the KW - 1 extra columns per row cost
-    at most 1/8 of the products."""
-    (ci, _, _), (co, _, wo) = in_shape, out_shape
-    kh, kw = conv.kernel
-    return (conv.table is None and conv.groups == 1 and conv.stride == (1, 1)
-            and ci * kh * kw <= 64 and 8 * (wo + kw - 1) <= 9 * wo)
+    """The forward by rows (`_rows_pay`) where the extra columns cost at most 1/8 of the products:
+    below that the column matrix it saves is cheaper than they are."""
+    return _rows_pay(conv, in_shape, out_shape, waste=1 / 8)
 
 
 def weight_grad_by_rows(conv: ir.Conv, in_shape: ir.Shape, out_shape: ir.Shape) -> bool:
-    """∂W by rows: ∂W[oc][(c·KH + i)·KW + j] = Σ_t ∂Zp[oc][t] Xp[(c·HP + i)·WP + j + t], ∂Z and
-    the input read in the rows of `conv_by_rows` (the extra entries of ∂Zp are zeros). It pays
-    where the forward's does and further, up to 1/4 extra columns (LeNet-5's and MNIST-BASE's
-    first convs): there the alternative builds the column matrix a second time."""
+    """∂W by rows: ∂W[oc][(c·KH + i)·KW + j] = Σ_t ∂Zp[oc][t] Xp[(c·HP + i)·WP + j + t] (the extra
+    entries of ∂Zp are zeros), up to 1/4 extra columns (LeNet-5's and MNIST-BASE's first convs):
+    the alternative builds the column matrix a second time and takes dot products."""
+    return _rows_pay(conv, in_shape, out_shape, waste=1 / 4)
+
+
+def _rows_pay(conv: ir.Conv, in_shape: ir.Shape, out_shape: ir.Shape, waste: float) -> bool:
+    """A dense stride-1 conv with a short inner dimension (CI·KK ≤ 64, e.g. a first layer on RGB)
+    can work on its zero-padded input read in rows WP = WO + KW - 1 long, where every kernel tap
+    (c, i, j) is one contiguous offset (c·HP + i)·WP + j: products over whole rows with no column
+    matrix, at the price of KW - 1 extra columns per row, at most `waste` of the products."""
     (ci, _, _), (_, _, wo) = in_shape, out_shape
     kh, kw = conv.kernel
     return (conv.table is None and conv.groups == 1 and conv.stride == (1, 1)
-            and ci * kh * kw <= 64 and 4 * (wo + kw - 1) <= 5 * wo)
+            and ci * kh * kw <= 64 and wo + kw - 1 <= (1 + waste) * wo)
 
 
 def direct_input_grad(conv: ir.Conv, in_shape: ir.Shape, out_shape: ir.Shape) -> bool:
