@@ -137,19 +137,12 @@ def ceiling(threads: int) -> tuple[float, str]:
 # ---- one network
 
 
-def compile_net(network, batch: int, threads: int, cache_dir=None, flags=None):
-    import inspect
-    extra = dict(threads=threads) if "threads" in inspect.signature(network.compile).parameters \
-        else {}
-    return network.compile(batch=batch, cache_dir=cache_dir, flags=flags, **extra)
-
-
 def bench_net(name: str, threads: int, args, results: list, torch_ok: bool) -> None:
     network = netc.load(NETS[name])
     classes = network.shapes.outputs[-1][0]
     shape = network.net.input
     max_batch = max(args.batches + [64])
-    model = compile_net(network, max_batch, threads)
+    model = network.compile(batch=max_batch, threads=threads)
     train_flops = analyze(network.net).cost.train_flops
     fwd_flops = analyze(network.net).cost.flops
     cases = [("train", b) for b in args.batches] + [("infer", b) for b in args.infer]
@@ -224,7 +217,7 @@ HEADER = ("| net | step | batch | threads | netc img/s | PyTorch img/s | netc/Py
 def bench_layers(name: str, threads: int, batch: int, args, results: list) -> None:
     network = netc.load(NETS[name])
     from netc.build import choose_flags
-    model = compile_net(network, batch, threads, flags=[*choose_flags(), "-DNETC_PROFILE"])
+    model = network.compile(batch=batch, threads=threads, flags=[*choose_flags(), "-DNETC_PROFILE"])
     x, y = data(network.net.input, batch, network.shapes.outputs[-1][0])
     step_s, = timed([runner(lambda: model.train_step(x, y, lr=LR, momentum=MOMENTUM))], 0.1, 1)
     steps = max(3, int(args.seconds * args.repeats / 2 / step_s))

@@ -102,8 +102,7 @@ def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
         # in cache; the previous conv then reads its output gradient as dz (DZ_READY)
         fuse = (prev is not None and prev["template"] == v["template"] == "layers/conv.c.j2"
                 and prev["has_act"] and prev["parallel"] and v["parallel"])
-        v["dx_act"] = prev["act"] if fuse else ""
-        v["dx_act_a"], v["dx_act_b"] = (prev["act_a"], prev["act_b"]) if fuse else ("1", "1")
+        v["dx_act"] = (prev["act"], prev["act_a"], prev["act_b"]) if fuse else None
         v["dz_ready"] = 0
         if fuse:
             prev["dz_ready"] = 1
