@@ -9,7 +9,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "netc"
 
 PIPELINE = [
-    "span", "resources", "errors",                                    # leaves
+    "span", "resources", "errors", "files",                           # leaves
     "ir", "syntax", "parse", "values", "layer_args", "lower",          # language → IR
     "passes.shapes", "passes.params", "passes.receptive", "passes.memory", "passes.cost",
     "passes", "report",                                                # analyses and reports

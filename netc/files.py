@@ -1,0 +1,53 @@
+"""Opening a user's file: only a regular file, and never more bytes than the caller allows.
+
+Every spec, data file, image and checkpoint netc reads comes through here, so a FIFO cannot
+block a command forever, /dev/zero cannot fill memory, and a missing file gets one clear line.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from typing import BinaryIO
+
+from .errors import DataError, NetcError
+
+_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)",
+          stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+          stat.S_IFSOCK: "a socket"}
+
+
+def open_regular(path: str | os.PathLike, what: str,
+                 error: type[NetcError] = DataError) -> BinaryIO:
+    """`path` opened for reading in binary, refused unless it is a regular file. The open does
+    not block (a FIFO would wait for a writer), and the check is on the opened file itself."""
+    name = os.fspath(path)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise error(f"cannot read {what} '{name}': no such file") from None
+    except IsADirectoryError:
+        raise error(f"cannot read {what} '{name}': it is a directory, not a file") from None
+    except OSError as e:
+        raise error(f"cannot read {what} '{name}': {e.strerror or e}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        raise error(f"cannot read {what} '{name}': it is {kind}, not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_regular(path: str | os.PathLike, what: str, limit: int,
+                 error: type[NetcError] = DataError) -> bytes:
+    """The whole content of a regular file of at most `limit` bytes; a larger one is refused
+    before more than `limit + 1` bytes are read."""
+    with open_regular(path, what, error) as f:
+        try:
+            data = f.read(limit + 1)
+        except OSError as e:
+            raise error(f"cannot read {what} '{os.fspath(path)}': {e.strerror or e}") from None
+    if len(data) > limit:
+        raise error(f"{what} '{os.fspath(path)}' is larger than netc accepts "
+                    f"({limit:,} bytes at most)")
+    return data
