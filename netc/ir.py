@@ -129,7 +129,8 @@ class Flatten(Layer):
     pass
 
 
-AnyLayer = Union[Conv, Pool, Subsample, GlobalAvgPool, FC, Act, Softmax, Dropout, BatchNorm, Flatten]
+AnyLayer = Union[Conv, Pool, Subsample, GlobalAvgPool, FC, Act, Softmax, Dropout, BatchNorm,
+                 Flatten]
 LAYER_KINDS: tuple[type, ...] = (
     Conv, Pool, Subsample, GlobalAvgPool, FC, Act, Softmax, Dropout, BatchNorm, Flatten,
 )

@@ -16,11 +16,14 @@ from . import ir
 from . import syntax as s
 from .errors import SpecError
 from .layer_args import bind_args, build_layers, builtin_kind
-from .parse import parse, read_source
-from .span import Source, Span
-from .values import Scope, did_you_mean, in_range
+from .parse import name_problem, parse, read_source
+from .span import Source, Span, escape
+from .values import MAX_INT, Scope, did_you_mean, in_range
 
-MAX_LAYERS = 10_000  # a body expanding to more is refused before expanding it
+# A body expanding to more is refused before expanding it. The bound is compile time: a small conv
+# is the costliest layer to compile, and 256 of them took 34 s with an empty build cache on an idle
+# 2-core machine (docs/language.md has the figures). A ResNet-50-sized chain fits.
+MAX_LAYERS = 256
 
 
 def load_spec(source: str | os.PathLike, overrides: Mapping[str, float] | None = None) -> ir.Net:
@@ -77,15 +80,14 @@ class _Lowering:
 
     def _declare(self, overrides: Mapping[str, float]) -> dict:
         declared = {st.name.lower() for st in self.statements if isinstance(st, s.ParamStmt)}
+        given = {}
         for name, value in overrides.items():
             if name.lower() not in declared:
                 have = ", ".join(st.name for st in self.statements
                                  if isinstance(st, s.ParamStmt)) or "none"
-                raise SpecError(f"-D {name}: {self.source.name} declares no parameter '{name}' "
-                                f"(declared: {have})")
-            if not math.isfinite(value):
-                raise SpecError(f"-D {name}={value}: not a finite number")
-        given = {name.lower(): value for name, value in overrides.items()}
+                raise SpecError(f"-D {escape(name)}: {escape(self.source.name)} declares no "
+                                f"parameter '{escape(name)}' (declared: {have})")
+            given[name.lower()] = _override(name, value)
         seen: dict[str, s.Statement] = {}
         for st in self.statements:
             match st:
@@ -93,7 +95,7 @@ class _Lowering:
                     self._once(seen, ("param", name.lower()), st, f"parameter '{name}'")
                     value = given[name.lower()] if name.lower() in given else \
                         self.scope.eval(st.expr)
-                    self.scope.params[name.lower()] = float(value)
+                    self.scope.params[name.lower()] = value
                     self.param_names.append(name)
                 case s.DefaultStmt(name=name):
                     self._once(seen, ("default", name.lower()), st, f"default for '{name}'")
@@ -139,7 +141,7 @@ class _Lowering:
             raise SpecError("the body expands to no layers (every repetition is *0)", body.span)
         net_stmt = self.seen.get("network")
         return ir.Net(
-            name=net_stmt.name if net_stmt else _stem(self.source.name),
+            name=net_stmt.name if net_stmt else _default_name(self.source.name),
             input=self._input(self.seen["input"]),
             layers=tuple(layers),
             loss=self._loss(self.seen.get("loss"), layers),
@@ -153,6 +155,9 @@ class _Lowering:
                             f"vector size (e.g. 784)", st.size_span)
         for d in st.dims:
             in_range(d, "an input size", 1, st.size_span)
+        if math.prod(st.dims) > MAX_INT:  # the generated C counts a sample's elements in an int
+            raise SpecError(f"the input is {math.prod(st.dims):,} elements, more than netc's "
+                            f"limit of {MAX_INT:,} (2**31 - 1)", st.size_span)
         return st.dims if len(st.dims) == 3 else (st.dims[0], 1, 1)
 
     def _loss(self, st: s.LossStmt | None, layers: list[ir.AnyLayer]) -> str:
@@ -244,6 +249,28 @@ class _Lowering:
                 for i, layer in enumerate(layers)]
 
 
-def _stem(name: str) -> str:
-    base = os.path.basename(name)
-    return base[:-4] if base.endswith(".net") else "net"
+def _override(name: str, value) -> float:
+    """A -D value as the float a parameter holds; an int too large for a float is refused too."""
+    try:
+        number = float(value)
+    except OverflowError:
+        raise SpecError(f"-D {escape(name)}: the value is too large (at most about 1.8e308)") \
+            from None
+    except (TypeError, ValueError):
+        raise SpecError(f"-D {escape(name)}: the value is not a number") from None
+    if not math.isfinite(number):
+        raise SpecError(f"-D {escape(name)}={number}: not a finite number")
+    return number
+
+
+def _default_name(source_name: str) -> str:
+    """The file name without .net (`net` for spec text), when `network "..."` could hold it."""
+    base = os.path.basename(source_name)
+    if not base.endswith(".net"):
+        return "net"
+    problem = name_problem(base[:-4])
+    if problem:
+        raise SpecError(f"the network would be named after the file, but the name "
+                        f"'{escape(base[:-4])}' {problem}",
+                        hint='name the network in the spec, e.g. network "my net"')
+    return base[:-4]

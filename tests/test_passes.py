@@ -275,8 +275,36 @@ def test_absurd_layer_is_refused_at_its_span(layer, what):
     with pytest.raises(SpecError) as e:
         analyze(net)
     assert e.value.span is layer.span
-    assert f"huge: {what}, more than netc's limit of 2,147,483,648" in e.value.message
+    assert f"huge: {what}, more than netc's limit of 2,147,483,647" in e.value.message
     assert e.value.format().startswith("big.net:1:1: error: huge:")
+
+
+def test_the_element_limit_is_the_largest_c_int():
+    """2**31 elements no longer fit the C int that counts them; 2**31 - 1 still do."""
+    fits = ir.Net("edge", (2**31 - 1, 1, 1), (ir.FC(label="w", units=1),))
+    assert analyze(fits).shapes.outputs == ((1, 1, 1),)
+    over = ir.Net("edge", (2, 2**15, 2**15), (ir.Act(label="r", fn=RELU, span=_at("r")),))
+    with pytest.raises(SpecError) as e:
+        analyze(over)
+    assert e.value.message.startswith("r: output 2×32768×32768: 2,147,483,648 elements")
+    weights = ir.Net("edge", (2**16, 1, 1), (ir.FC(label="w", units=2**15),))
+    with pytest.raises(SpecError) as e:
+        analyze(weights)
+    assert e.value.message.startswith("w: weight tensor: 2,147,483,648 elements")
+
+
+def test_a_batch_whose_buffers_pass_the_element_limit_is_refused():
+    """The C takes the batch as an int and indexes each buffer with one: batch × a layer's
+    output must fit too, not only the per-sample shapes."""
+    from netc.errors import InputError
+    from netc.passes.memory import plan
+    net = ir.Net("edge", (2**10, 1, 1), (ir.Act(label="r", fn=RELU),))
+    shapes = analyze(net).shapes
+    assert plan(net, shapes, 2**21 - 1).batch == 2**21 - 1  # 2**31 - 2**10 elements per buffer
+    with pytest.raises(InputError, match=r"batch 2,097,152 is too large .* 2,147,483,648 elem"):
+        plan(net, shapes, 2**21)
+    with pytest.raises(InputError, match="batch 1,099,511,627,776 is too large"):
+        plan(net, shapes, 2**40)
 
 
 def test_absurd_total_is_refused_at_the_layer_that_crosses_it():
@@ -284,7 +312,8 @@ def test_absurd_total_is_refused_at_the_layer_that_crosses_it():
     net = ir.Net("big", (2**15, 1, 1), tuple(layers))
     with pytest.raises(SpecError) as e:
         analyze(net)
-    assert e.value.message.startswith("fc2: weights up to this layer: 3,221,225,472 elements")
+    # 2**30 weights each: the second layer brings the total to 2**31, one over the limit
+    assert e.value.message.startswith("fc1: weights up to this layer: 2,147,483,648 elements")
 
 
 def test_not_tiling_warns():

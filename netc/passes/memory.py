@@ -45,7 +45,8 @@ import math
 from dataclasses import dataclass
 
 from .. import ir
-from .shapes import Shapes
+from ..errors import InputError
+from .shapes import LIMIT, Shapes
 
 ROLES = ("params", "grads", "optimizer", "buffers", "activations", "act_grads", "saved",
          "workspace", "io")
@@ -316,8 +317,8 @@ def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
     layers = list(zip(net.layers, shapes.inputs, shapes.outputs))
 
     # params: weights (decayed) first, then the rest; grads mirror them exactly.
-    tensors = [(f"{l.label}.{suffix}", l.label, shape, decayed)
-               for l, i, _ in layers for suffix, shape, decayed in param_shapes(l, i)]
+    tensors = [(f"{layer.label}.{suffix}", layer.label, shape, decayed)
+               for layer, i, _ in layers for suffix, shape, decayed in param_shapes(layer, i)]
     ordered = [t for t in tensors if t[3]] + [t for t in tensors if not t[3]]
     mem.begin("params")
     for name, label, shape, _ in (t for t in ordered if t[3]):
@@ -339,33 +340,33 @@ def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
     mem.end()
 
     mem.begin("buffers")
-    for l, (c, _, _), _ in layers:
-        if isinstance(l, ir.BatchNorm):
-            mem.add(f"{l.label}.running_mean", l.label, (c,))
-            mem.add(f"{l.label}.running_var", l.label, (c,), align=False)
+    for layer, (c, _, _), _ in layers:
+        if isinstance(layer, ir.BatchNorm):
+            mem.add(f"{layer.label}.running_mean", layer.label, (c,))
+            mem.add(f"{layer.label}.running_var", layer.label, (c,), align=False)
     mem.end()
 
     mem.begin("activations")
-    for l, _, o in layers:
-        mem.add(f"{l.label}.out", l.label, (batch, *o))
+    for layer, _, o in layers:
+        mem.add(f"{layer.label}.out", layer.label, (batch, *o))
     mem.end()
     mem.begin("act_grads")
     fused = fused_softmax_xent(net)
-    for k, (l, _, o) in enumerate(layers):
+    for k, (layer, _, o) in enumerate(layers):
         if not (fused and k == len(layers) - 1):
-            mem.add(f"{l.label}.out.grad", l.label, (batch, *o))
+            mem.add(f"{layer.label}.out.grad", layer.label, (batch, *o))
     mem.end()
 
     mem.begin("saved")
-    for l, (c, _, _), o in layers:
-        if isinstance(l, ir.Dropout):
-            mem.add(f"{l.label}.mask", l.label, (batch, *o))
-        elif isinstance(l, ir.BatchNorm):
-            mem.add(f"{l.label}.batch_stats", l.label, (2, c))  # batch mean, 1/sqrt(var + eps)
+    for layer, (c, _, _), o in layers:
+        if isinstance(layer, ir.Dropout):
+            mem.add(f"{layer.label}.mask", layer.label, (batch, *o))
+        elif isinstance(layer, ir.BatchNorm):
+            mem.add(f"{layer.label}.batch_stats", layer.label, (2, c))  # batch mean, batch variance
     mem.end()
     mem.begin("workspace")
     chunk = -(-batch // parts)  # samples of the largest batch chunk
-    ws = max((workspace_size(l, i, o, chunk) for l, i, o in layers), default=0)
+    ws = max((workspace_size(layer, i, o, chunk) for layer, i, o in layers), default=0)
     if ws:
         mem.add("workspace", "", (ws,))
         for p in range(1, parts):
@@ -383,11 +384,16 @@ def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
     imem.add("optimizer.step", "", (1,))
     imem.end()
     imem.begin("saved")
-    for l, _, o in layers:
-        if isinstance(l, ir.Pool) and l.mode == "max":
-            imem.add(f"{l.label}.argmax", l.label, (batch, *o))
+    for layer, _, o in layers:
+        if isinstance(layer, ir.Pool) and layer.mode == "max":
+            imem.add(f"{layer.label}.argmax", layer.label, (batch, *o))
     imem.end()
 
+    # The generated C indexes within one buffer with int (and takes the batch as an int).
+    largest = max(mem.buffers + imem.buffers, key=lambda b: b.size)
+    if largest.size > LIMIT:
+        raise InputError(f"batch {batch:,} is too large for this network: {largest.name} would "
+                         f"hold {largest.size:,} elements, more than {LIMIT:,}")
     return Plan(batch, dtype, optimizer, tuple(mem.buffers + imem.buffers), mem.top, imem.top,
                 param_count, decay_count, tuple(mem.regions), tuple(imem.regions), threads, parts,
                 deterministic)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from .. import ir
 from ..errors import SpecError
 
-LIMIT = 2**31  # elements: 8 GiB of float32, and the most a C int can index
+LIMIT = 2**31 - 1  # elements: 8 GiB of float32, and the most a C int can count
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +65,7 @@ def _check_size(layer: ir.AnyLayer, out: ir.Shape, weights: int, total: int) -> 
                     ("weight tensor", weights), ("weights up to this layer", total)):
         if n > LIMIT:
             raise SpecError(f"{layer.label}: {what}: {n:,} elements, more than netc's limit of "
-                            f"{LIMIT:,} (2**31)", layer.span, hint=hint)
+                            f"{LIMIT:,} (2**31 - 1)", layer.span, hint=hint)
 
 
 def window_out(size: int, kernel: int, stride: int, pad: int) -> int:
