@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from .. import ir
 from ..passes.memory import Plan
 from ..passes.shapes import Shapes
-from .env import environment
+from .env import Code, render
 from .views import ABI_VERSION, net_view
 
 # The same for every network and dtype, so the Python runtime never changes with the network:
@@ -46,13 +46,12 @@ class CSource:
 
 def emit(net: ir.Net, shapes: Shapes, plan: Plan) -> CSource:
     view = net_view(net, shapes, plan)
-    env = environment()
-    parts = [env.get_template("prelude.h.j2").render(view)]
-    parts += [env.get_template(lv["template"]).render(view, l=lv) for lv in view["layers"]]
-    parts.append(env.get_template(view["loss_template"]).render(view))
-    parts.append(env.get_template("net.c.j2").render(view))
-    header = env.get_template("header.h.j2").render(view, cdef=CDEF)
-    return CSource("\n".join(parts), CDEF, header, view["ident"])
+    parts = [render("prelude.h.j2", view)]
+    parts += [render(lv["template"], view, l=lv) for lv in view["layers"]]
+    parts.append(render(view["loss_template"], view))
+    parts.append(render("net.c.j2", view))
+    header = render("header.h.j2", view, cdef=Code(CDEF))
+    return CSource("\n".join(parts), CDEF, header, str(view["ident"]))
 
 
 __all__ = ["ABI_VERSION", "CDEF", "CSource", "emit"]

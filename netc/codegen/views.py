@@ -2,30 +2,46 @@
 
 Pure: no I/O. `net_view(net, shapes, plan)` returns plain dicts and lists: one view per layer
 (its template, shape constants, the `Slots` pointers it gets) plus the net-wide constants.
+
+Text reaches C only as one of the C text types of env.py, the only strs its templates print:
+`Comment` (any text, escaped to safe ASCII, for `//` comments only), `Ident` (a checked C
+identifier) and `Code` (C built here from numbers and fixed words). The view holds no other text
+a template could print: a spec's names and labels are Comments.
 """
 from __future__ import annotations
+
+import math
+import operator
 
 from .. import __version__, ir
 from ..errors import SpecError
 from ..passes import memory
 from ..passes.memory import Plan
 from ..passes.shapes import Shapes
+from .env import Code, Comment, Ident
 
 ABI_VERSION = 1
 REAL = {"float32": "float", "float64": "double"}
+ACTIVATIONS = ("identity", "relu", "sigmoid", "tanh")  # the act_<name> functions of the prelude
 
 
-def lit(v: float, dtype: str) -> str:
+def lit(v: float, dtype: str) -> Code:
     """A C literal of type `real`: 0.5f in the float build, 0.5 in the double build."""
+    if not math.isfinite(v):
+        raise SpecError(f"a layer argument is {v!r}: every number must be finite")
     text = repr(float(v))
-    return text + "f" if dtype == "float32" else text
+    return Code(text + "f" if dtype == "float32" else text)
 
 
-def act_name(act: ir.Activation | None) -> str:
-    return "identity" if act is None else act.kind
+def act_name(act: ir.Activation | None, span=None) -> Ident:
+    name = "identity" if act is None else act.kind
+    if name not in ACTIVATIONS:
+        raise SpecError(f"unknown activation {name!r}", span,
+                        hint=f"one of {', '.join(ACTIVATIONS[1:])}")
+    return Ident(name)
 
 
-def describe(layer: ir.AnyLayer, in_shape: ir.Shape, out_shape: ir.Shape) -> str:
+def describe(layer: ir.AnyLayer, in_shape: ir.Shape, out_shape: ir.Shape) -> Comment:
     """One line for the C comments: label, kind, arguments, shapes."""
     def pair(p):
         return f"{p[0]}x{p[1]}"
@@ -54,8 +70,8 @@ def describe(layer: ir.AnyLayer, in_shape: ir.Shape, out_shape: ir.Shape) -> str
     if act is not None and not isinstance(layer, ir.Act):
         what += f", {_act_text(act)}"
     fmt = ", ".join
-    return (f"{layer.label}: {what}: ({fmt(map(str, in_shape))}) -> "
-            f"({fmt(map(str, out_shape))})")
+    return Comment(f"{layer.label}: {what}: ({fmt(map(str, in_shape))}) -> "
+                   f"({fmt(map(str, out_shape))})")
 
 
 def _act_text(act: ir.Activation) -> str:
@@ -68,6 +84,8 @@ def _act_text(act: ir.Activation) -> str:
 
 def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
     dt = plan.dtype
+    if net.loss not in ir.LOSSES:  # it names the loss template
+        raise SpecError(f"unknown loss {net.loss!r}", hint=f"one of {', '.join(ir.LOSSES)}")
     off = {b.name: b.offset for b in plan.buffers}
     fused = memory.fused_softmax_xent(net)
     if net.loss == "cross_entropy" and not fused:
@@ -78,7 +96,7 @@ def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
     for i, (layer, ins, outs) in enumerate(zip(net.layers, shapes.inputs, shapes.outputs)):
         prev = net.layers[i - 1].label if i else None
         v = dict(
-            index=i, label=layer.label, comment=describe(layer, ins, outs),
+            index=i, label=Comment(layer.label), comment=describe(layer, ins, outs),
             template=f"layers/{layer.kind}.c.j2",
             c_in=ins[0], h_in=ins[1], w_in=ins[2], c_out=outs[0], h_out=outs[1], w_out=outs[2],
             in_size=ins[0] * ins[1] * ins[2], out_size=outs[0] * outs[1] * outs[2],
@@ -88,6 +106,9 @@ def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
         # batch-parallel: every sample independent (batch statistics and the dropout generator
         # couple them: those layers run on one thread over the whole batch)
         v["parallel"] = int(not isinstance(layer, (ir.BatchNorm, ir.Dropout)))
+        v["runner"] = Ident("run_parts" if v["parallel"] else "run_whole")
+        # running statistics, updated after a training call unless its loss is not finite
+        v["keeps_stats"] = int(isinstance(layer, ir.BatchNorm))
         if isinstance(layer, ir.Conv) and memory.conv_as_fc(layer, ins):
             v["template"] = "layers/fc.c.j2"  # per-layer choice by shape: one batch GEMM
         chunk = -(-plan.batch // plan.parts)
@@ -107,13 +128,13 @@ def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
         if fuse:
             prev["dz_ready"] = 1
     backward = [v for v in reversed(layers) if not (fused and v["index"] == len(layers) - 1)]
-    zero = [dict(offset=b.offset, per_sample=b.size // plan.batch, name=b.name)
+    zero = [dict(offset=b.offset, per_sample=b.size // plan.batch, name=Comment(b.name))
             for b in plan.by_role("act_grads")]
     grads_start, _ = plan.region("grads")
     dx = plan.buffer("input.grad")
     return dict(
-        name=net.name, ident=identifier(net.name), version=__version__, abi=ABI_VERSION,
-        dtype=dt, real=REAL[dt],
+        name=Comment(net.name), ident=Ident(identifier(net.name)), version=Comment(__version__),
+        abi=ABI_VERSION, dtype=Ident(dt), real=Ident(REAL[dt]),
         batch=plan.batch, mem_size=plan.mem_size, imem_size=plan.imem_size,
         param_count=plan.param_count, decay_count=plan.decay_count, grads_offset=grads_start,
         optimizer_slots=_optimizer_slots(plan),
@@ -122,21 +143,22 @@ def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
         input_shape=_tuple(net.input), output_shape=_tuple(shapes.outputs[-1]),
         layers=layers, backward=backward, zero_act_grads=zero,
         threads=plan.threads, parts=plan.parts, threads_offset=off["threads"],
-        part_grads=[0] + [off[f"grads.part{p}"] - grads_start for p in range(1, plan.parts)],
-        part_ws=[0] + [off[f"workspace.part{p}"] - off["workspace"] if "workspace" in off else 0
-                       for p in range(1, plan.parts)],
+        part_grads=_tuple([0] + [off[f"grads.part{p}"] - grads_start
+                                 for p in range(1, plan.parts)]),
+        part_ws=_tuple([0] + [off[f"workspace.part{p}"] - off["workspace"]
+                              if "workspace" in off else 0 for p in range(1, plan.parts)]),
         fused=[v for v in layers if v not in backward],
         loss_template=f"loss/{net.loss}.c.j2", last=len(layers) - 1,
         optimizer_template=f"optim/{plan.optimizer}.c.j2",
         classes=_size(shapes.outputs[-1]),
-        regions=[dict(role=r, start=s, end=e) for r, s, e in plan.regions],
-        buffers=[dict(name=b.name, role=b.role, arena=b.arena, offset=b.offset,
-                      shape=_tuple(b.shape)) for b in plan.buffers],
+        regions=[dict(role=Ident(r), start=s, end=e) for r, s, e in plan.regions],
+        buffers=[dict(name=Comment(b.name), role=Ident(b.role), arena=Ident(b.arena),
+                      offset=b.offset, shape=_tuple(b.shape)) for b in plan.buffers],
     )
 
 
 def _slots(layer: ir.AnyLayer, prev: str | None, off: dict,
-           ws_size: int) -> list[tuple[str, str]]:
+           ws_size: int) -> list[tuple[Ident, Code]]:
     """(field, C expression) pairs that fill this layer's `Slots`; absent fields stay NULL.
     Layer 0 reads the caller's x and writes dx (NULL unless the input gradient is wanted)."""
     label = layer.label
@@ -159,12 +181,12 @@ def _slots(layer: ir.AnyLayer, prev: str | None, off: dict,
         s.append(("iaux", f"imem + {off['rng.state']}"))
     if ws_size:
         s.append(("ws", f"mem + {off['workspace']}"))
-    return s
+    return [(Ident(field), Code(expr)) for field, expr in s]
 
 
 def _kind_view(layer: ir.AnyLayer, ins: ir.Shape, outs: ir.Shape, dt: str) -> dict:
     act = getattr(layer, "act", None)
-    common = dict(act=act_name(act), has_act=int(act is not None),
+    common = dict(act=act_name(act, layer.span), has_act=int(act is not None),
                   act_a=lit(act.a if act else 1.0, dt), act_b=lit(act.b if act else 1.0, dt))
     match layer:
         case ir.Conv():
@@ -175,7 +197,7 @@ def _kind_view(layer: ir.AnyLayer, ins: ir.Shape, outs: ir.Shape, dt: str) -> di
                         dw_rows=int(memory.weight_grad_by_rows(layer, ins, outs)),
                         fwd_rows=int(memory.conv_by_rows(layer, ins, outs)),
                         lane_pad=memory.LANE_PAD,
-                        blocks=[", ".join(map(str, b)) for b in conv_blocks(layer, ins[0])])
+                        blocks=[_tuple(b) for b in conv_blocks(layer, ins[0])])
         case ir.Pool():
             (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.pad
             return dict(common, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw,
@@ -186,7 +208,7 @@ def _kind_view(layer: ir.AnyLayer, ins: ir.Shape, outs: ir.Shape, dt: str) -> di
         case ir.GlobalAvgPool():
             return dict(common, inv_window=lit(1 / (ins[1] * ins[2]), dt))
         case ir.Act():
-            return dict(common, act=layer.fn.kind, act_a=lit(layer.fn.a, dt),
+            return dict(common, act=act_name(layer.fn, layer.span), act_a=lit(layer.fn.a, dt),
                         act_b=lit(layer.fn.b, dt))
         case ir.Dropout():
             keep = 1.0 - layer.p
@@ -230,9 +252,9 @@ def identifier(name: str) -> str:
     return ident if ident[0].isalpha() or ident[0] == "_" else "net_" + ident
 
 
-def _optimizer_slots(plan: Plan) -> list[tuple[str, int]]:
+def _optimizer_slots(plan: Plan) -> list[tuple[Ident, int]]:
     """("OFF_MOMENTUM", offset), or OFF_M and OFF_V for adam."""
-    return [("OFF_" + b.name.split(".", 1)[1].upper(), b.offset)
+    return [(Ident("OFF_" + b.name.split(".", 1)[1].upper()), b.offset)
             for b in plan.by_role("optimizer") if b.arena == "mem"]
 
 
@@ -240,5 +262,6 @@ def _size(shape) -> int:
     return shape[0] * shape[1] * shape[2]
 
 
-def _tuple(shape) -> str:
-    return ", ".join(map(str, shape))
+def _tuple(values) -> Code:
+    """Whole numbers as a C list: 1, 6, 6."""
+    return Code(", ".join(str(operator.index(v)) for v in values))
