@@ -1,15 +1,17 @@
 """Input standardisation: the properties each mode promises, and the checkpoint round trip."""
+import logging
+
 import numpy as np
 import pytest
 
-from netc.data import MODES, Normalizer, load
+from netc.data import MODES, Normalizer, load, normalize
 from netc.errors import DataError
 
 
 def images(n=500, seed=0):
-    """(n, 3, 4, 5) with channel means 10, -2, 0.5 and spreads 3, 0.1, 7."""
+    """(n, 3, 4, 5) with channel means 10, -2, 0.5 and spreads 3, 2, 7 (none below the floor)."""
     x = np.random.default_rng(seed).normal(size=(n, 3, 4, 5))
-    return (x * np.array([3, 0.1, 7])[:, None, None] + np.array([10, -2, 0.5])[:, None, None])
+    return (x * np.array([3, 2, 7])[:, None, None] + np.array([10, -2, 0.5])[:, None, None])
 
 
 def correlated(n=4000, seed=0):
@@ -31,10 +33,45 @@ def test_standard_images_per_channel():
 
 
 def test_standard_exact_values_and_training_statistics_only():
-    norm = Normalizer.fit("standard", np.array([[1.0, 5.0], [3.0, 5.0]]))
-    assert norm.mean.tolist() == [2, 5] and norm.scale.tolist() == [1, 1]  # constant: scale 1
-    assert norm.apply(np.array([[1.0, 5.0], [3.0, 5.0]])).tolist() == [[-1, 0], [1, 0]]
-    assert norm.apply(np.array([[12.0, 7.0]])).tolist() == [[10, 2]]  # unseen data: same stats
+    norm = Normalizer.fit("standard", np.array([[1.0, 3.0], [3.0, 7.0]]))
+    assert norm.mean.tolist() == [2, 5] and norm.scale.tolist() == [1, 0.5]
+    assert norm.apply(np.array([[1.0, 3.0], [3.0, 7.0]])).tolist() == [[-1, -1], [1, 1]]
+    assert norm.apply(np.array([[12.0, 7.0]])).tolist() == [[10, 1]]  # unseen data: same stats
+
+
+def test_standard_floors_near_constant_features_and_warns_once(caplog):
+    # Feature 1 is constant, feature 2 nearly so: both get the floor's std, not their own.
+    x = np.array([[1.0, 5.0, 0.0], [3.0, 5.0, 0.0], [1.0, 5.0, 0.0], [3.0, 5.0, 1e-3]])
+    mean_var, floor_fraction = np.var(x, axis=0).mean(), normalize.VAR_FLOOR
+    with caplog.at_level(logging.WARNING, logger="netc.data.normalize"):
+        norm = Normalizer.fit("standard", x)
+    floor = np.sqrt(floor_fraction * mean_var)
+    assert np.allclose(norm.scale, [1, 1 / floor, 1 / floor])
+    assert [r.getMessage() for r in caplog.records] == [
+        f"warning: 2 of 3 input features are near constant (variance below {floor_fraction:g} of "
+        f"the mean; the first is feature 1); 'standard' divides them by {floor:.3g}, not by "
+        f"their own std"]
+    assert Normalizer.fit("standard", np.ones((4, 3))).scale.tolist() == [1, 1, 1]  # no floor
+
+
+def test_standard_on_mnist_as_vectors_stays_bounded():
+    # Issue 10.2: pixels lit in a few training images were divided by a tiny std, giving
+    # inputs of |x| up to 95 on the training set and 2,593 on the test set.
+    d = load()
+    train, test = (s.x.reshape(len(s.x), 784, 1, 1) for s in (d.train, d.test))
+    norm = Normalizer.fit("standard", train)
+    assert np.abs(norm.apply(train)).max() < 15 and np.abs(norm.apply(test)).max() < 15
+
+
+@pytest.mark.parametrize("shape", [(5, 4, 4), (16, 16)])
+def test_pca_is_refused_on_image_samples(shape):
+    with pytest.raises(DataError, match="pca whitening scrambles the pixel layout") as e:
+        Normalizer.fit("pca", np.random.default_rng(0).normal(size=(50, *shape)))
+    assert "zca" in e.value.hint and "input 784" in e.value.hint
+    x = correlated()  # vectors, with or without unit axes, are fine
+    flat = Normalizer.fit("pca", x).apply(x)
+    assert np.allclose(Normalizer.fit("pca", x[:, :, None, None]).apply(x[:, :, None, None]),
+                       flat[:, :, None, None])
 
 
 def test_mean_keeps_the_variance():
@@ -76,18 +113,19 @@ def test_whitening_on_mnist_leaves_blank_pixels_finite():
     out = Normalizer.fit("zca", x).apply(x)
     assert np.isfinite(out).all()
     assert np.abs(out[:, 0, 0, 0]).max() == 0  # the corner pixel is 0 in every MNIST image
-    var = np.sort(Normalizer.fit("pca", x).apply(x).reshape(3000, -1).var(axis=0))[::-1]
+    flat = x.reshape(3000, 784)
+    var = np.sort(Normalizer.fit("pca", flat).apply(flat).var(axis=0))[::-1]
     assert var[0] == pytest.approx(1, abs=1e-3) and var[99] > 0.97
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_round_trip_through_npz(tmp_path, mode):
-    x = images(200)
+    x = images(200).reshape(200, 60) if mode == "pca" else images(200)  # pca takes vectors
     norm = Normalizer.fit(mode, x)
     np.savez(tmp_path / "n.npz", **norm.to_dict())
     with np.load(tmp_path / "n.npz", allow_pickle=False) as f:
         back = Normalizer.from_dict(dict(f))
-    assert back.mode == mode and back.shape == (3, 4, 5)
+    assert back.mode == mode and back.shape == x.shape[1:]
     assert np.array_equal(back.apply(x), norm.apply(x))
 
 

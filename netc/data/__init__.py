@@ -47,7 +47,8 @@ def load(source: str | os.PathLike = DEFAULT, *, download: bool = True,
     if path.is_dir():
         if (path / "train.csv").is_file():
             test = path / "test.csv"
-            return load_csv(path / "train.csv", test if test.is_file() else None)
+            return load_csv(path / "train.csv", test if test.is_file() else None,
+                            path.resolve().name)
         return load_idx_dir(path)
     if path.is_file() and path.suffix.lower() in (".npz", ".csv"):
         return load_npz(path) if path.suffix.lower() == ".npz" else load_csv(path)

@@ -5,17 +5,45 @@ images (a channel axis is added) or (N, C, H, W); uint8 x is taken as pixels and
 [0, 1], any other numeric x is converted to float32 unchanged. y is N integer class labels >= 0.
 CSV: one sample per line, the class label in the first column and the features after it; an
 optional header line is skipped. Features are kept as they are, as float32 (N, D).
+Classes are numbered up to the largest label, lazily: the network decides whether that is too many.
 """
 from __future__ import annotations
 
+import math
 import zipfile
+import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from netc.errors import DataError
+from netc.files import open_regular, read_regular
 
-from .dataset import Dataset, Split
+from .dataset import MAX_ARRAY_BYTES, Dataset, NumberedClasses, Split
+
+_MAX_CSV_BYTES = 1 << 28  # parsing text takes several times the file's size in memory
+_DEFLATE_RATIO = 1032  # the most deflate can compress (PNG and zlib docs); np.savez_compressed
+
+
+def npy_header(stream: BinaryIO, name: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, header bytes) of the .npy data at the stream's position, read without the
+    data and checked to declare a plain array of at most MAX_ARRAY_BYTES."""
+    start = stream.tell()
+    try:
+        version = np.lib.format.read_magic(stream)
+        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read(stream)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{name}: not a readable .npy array ({e})") from None
+    if dtype.hasobject:
+        raise DataError(f"{name}: holds Python objects ({dtype}), which netc does not unpickle")
+    size = math.prod(shape) * dtype.itemsize
+    if size > MAX_ARRAY_BYTES:
+        raise DataError(f"{name}: declares a {dtype} array of shape {shape}, {size:,} bytes; "
+                        f"netc reads at most {MAX_ARRAY_BYTES:,}")
+    return shape, dtype, stream.tell() - start
 
 
 def _features(path: Path, key: str, x: np.ndarray) -> np.ndarray:
@@ -45,23 +73,44 @@ def _labels(path: Path, key: str, y: np.ndarray, n: int) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _classes(*splits: Split | None) -> tuple[str, ...]:
-    top = max(int(s.y.max()) for s in splits if s is not None)
-    return tuple(str(i) for i in range(top + 1))
+def _classes(*splits: Split | None) -> NumberedClasses:
+    return NumberedClasses(max(int(s.y.max()) for s in splits if s is not None) + 1)
+
+
+def _member(path: Path, archive: zipfile.ZipFile, key: str) -> np.ndarray:
+    """One array of an .npz, its header checked against the zip entry before any data is read."""
+    info, name = archive.getinfo(key + ".npy"), f"{path}: '{key}'"
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise DataError(f"{name}: compressed with zip method {info.compress_type}",
+                        hint="write the archive with np.savez or np.savez_compressed")
+    ratio = 1 if info.compress_type == zipfile.ZIP_STORED else _DEFLATE_RATIO
+    if info.file_size > ratio * info.compress_size + 1024:
+        raise DataError(f"{name}: the zip entry claims {info.file_size:,} bytes, more than its "
+                        f"{info.compress_size:,} compressed bytes can hold")
+    with archive.open(info) as member:
+        shape, dtype, header = npy_header(member, name)
+    if header + math.prod(shape) * dtype.itemsize != info.file_size:
+        raise DataError(f"{name}: the header declares {dtype} {shape} but the entry holds "
+                        f"{info.file_size - header:,} bytes of data")
+    with archive.open(info) as member:
+        return np.lib.format.read_array(member, allow_pickle=False)
 
 
 def load_npz(path: str | Path) -> Dataset:
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        with open_regular(path, ".npz data set") as f, zipfile.ZipFile(f) as archive:
+            keys = {n[:-4] for n in archive.namelist() if n.endswith(".npy")}
+            if not {"x", "y"} <= keys or ("x_test" in keys) != ("y_test" in keys):
+                raise DataError(f"{path}: has arrays {sorted(keys)}",
+                                hint="an .npz data set holds 'x' and 'y', and optionally both "
+                                     "'x_test' and 'y_test'")
+            arrays = {k: _member(path, archive, k) for k in ("x", "y", "x_test", "y_test")
+                      if k in keys}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise DataError(f"{path}: not a readable .npz archive ({e})") from None
-    keys = set(arrays)
-    if not {"x", "y"} <= keys or ("x_test" in keys) != ("y_test" in keys):
-        raise DataError(f"{path}: has arrays {sorted(keys)}",
-                        hint="an .npz data set holds 'x' and 'y', and optionally both "
-                             "'x_test' and 'y_test'")
+    except MemoryError:
+        raise DataError(f"{path}: its arrays do not fit in memory") from None
     splits = []
     for xk, yk in (("x", "y"), ("x_test", "y_test")):
         if xk in keys:
@@ -76,8 +125,8 @@ def load_npz(path: str | Path) -> Dataset:
 
 def _read_csv(path: Path) -> Split:
     try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
+        lines = read_regular(path, "CSV file", _MAX_CSV_BYTES).decode().splitlines()
+    except UnicodeDecodeError as e:
         raise DataError(f"{path}: cannot read: {e}") from None
     skip = 0 if lines and all(_is_number(c) for c in lines[0].split(",")) else 1  # header?
     rows = [line for line in lines[skip:] if line.strip()]
@@ -116,11 +165,14 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def load_csv(train: str | Path, test: str | Path | None = None) -> Dataset:
-    """A Dataset from a training CSV and, optionally, a test CSV of the same width."""
+def load_csv(train: str | Path, test: str | Path | None = None,
+             name: str | None = None) -> Dataset:
+    """A Dataset from a training CSV and, optionally, a test CSV of the same width, named `name`
+    (else after the training file)."""
     train_split = _read_csv(Path(train))
     test_split = _read_csv(Path(test)) if test is not None else None
     if test_split is not None and test_split.x.shape[1:] != train_split.x.shape[1:]:
         raise DataError(f"{test}: {test_split.x.shape[1]} features per row but {train} has "
                         f"{train_split.x.shape[1]}")
-    return Dataset(Path(train).stem, train_split, test_split, _classes(train_split, test_split))
+    return Dataset(name or Path(train).stem, train_split, test_split,
+                   _classes(train_split, test_split))

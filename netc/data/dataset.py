@@ -12,6 +12,10 @@ import numpy as np
 
 from netc.errors import DataError
 
+# The most bytes one stored array (an IDX payload, an .npz or .npy member) may declare: 4 GiB,
+# over 20 times full MNIST as float32. A header claiming more is refused before anything is read.
+MAX_ARRAY_BYTES = 1 << 32
+
 # What np.random.default_rng accepts: an int, a tuple such as (seed, epoch), or a Generator.
 Seed = int | Sequence[int] | np.random.Generator
 
@@ -61,6 +65,31 @@ class Split:
             yield self.x[idx], self.y[idx]
 
 
+class NumberedClasses(Sequence[str]):
+    """The class names "0", "1", ..., made one at a time when asked for: a file's largest label
+    sets the count, and a huge one must cost nothing before training checks it against the
+    network's outputs."""
+
+    def __init__(self, count: int):
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index):
+        picked = range(self.count)[index]
+        return tuple(map(str, picked)) if isinstance(index, slice) else str(picked)
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, Sequence) and len(other) == self.count
+                and all(a == b for a, b in zip(self, other)))
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"NumberedClasses({self.count})"
+
+
 @dataclass(frozen=True, eq=False)
 class Dataset:
     """A named data set: the training split, the test split if it has one, and class names."""
@@ -68,7 +97,7 @@ class Dataset:
     name: str
     train: Split
     test: Split | None
-    classes: tuple[str, ...]
+    classes: Sequence[str]
 
     def __post_init__(self):
         if self.test is not None and self.test.x.shape[1:] != self.train.x.shape[1:]:
