@@ -4,23 +4,30 @@
 
 main() is the single error boundary: a NetcError prints its format() (file:line:col, the line, a
 caret) and exits with its exit_code (2 for a bad spec); an unreadable file prints one line and
-exits 2; argparse's own errors exit 2. No traceback for anything the user can fix.
+exits 2; argparse's own errors exit 2; Ctrl-C prints "interrupted" and exits 130; a closed stdout
+(`netc train | head -3`) ends the command quietly with 141, as a tool killed by SIGPIPE. No
+traceback for anything the user can fix. Messages show control characters as escapes (\\x1b):
+they quote paths and file contents, which must not drive the terminal.
+
+Only the standard library is imported before main() runs: the rest (numpy, lark, cffi: about
+0.6 s) loads inside the commands, where Ctrl-C is caught.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
 import json
+import logging
 import math
+import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
-from . import __version__, report
+from . import __version__
 from .errors import NetcError
-from .lower import load_spec
-from .passes import analyze
-from .passes.receptive import rf_from
+from .span import escape
 
 MAX_COMBINATIONS = 256  # a comparison table longer than this is a typo, not a study
 
@@ -34,14 +41,16 @@ def define(text: str) -> tuple[str, tuple[float, ...]]:
         raise argparse.ArgumentTypeError(f"expected name=value, got {text!r}")
     lo, dots, hi = value.partition("..")
     try:
-        values = range(int(lo), int(hi) + 1) if dots else (_number(value),)
+        if not dots:
+            return name, (_number(value),)
+        first, last = _number(lo, whole=True), _number(hi, whole=True)
     except ValueError:
         form = "a range of integers, as in N=1..3" if dots else "a number"
-        raise argparse.ArgumentTypeError(f"{name}: expected {form}, got {value!r}") from None
-    if not 1 <= len(values) <= MAX_COMBINATIONS:
+        raise argparse.ArgumentTypeError(f"{name}: expected {form}, got {_shown(value)}") from None
+    if not 1 <= last - first + 1 <= MAX_COMBINATIONS:
         raise argparse.ArgumentTypeError(
             f"{name}: a range holds 1 to {MAX_COMBINATIONS} values, smaller end first")
-    return name, tuple(values)
+    return name, tuple(range(first, last + 1))
 
 
 def bindings(defines: list[tuple[str, tuple[float, ...]]]) -> list[dict[str, float]]:
@@ -56,15 +65,27 @@ def bindings(defines: list[tuple[str, tuple[float, ...]]]) -> list[dict[str, flo
     return combos
 
 
-def _number(text: str) -> float:
-    """An integer stays one (a count); anything else must be a finite float."""
+def _number(text: str, whole: bool = False) -> float:
+    """An integer stays one (a count); anything else must be a finite float. Either must lie in
+    float range (about ±1.8e308): a 400-digit integer is refused here, not overflowed later."""
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
+        if whole:
+            raise
         value = float(text)
-        if not math.isfinite(value):
-            raise ValueError(text) from None
-        return value
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an integer beyond float range
+        finite = False
+    if not finite:
+        raise ValueError(text)
+    return value
+
+
+def _shown(text: str) -> str:
+    """text quoted, cut short: a 400-digit value need not be echoed whole."""
+    return repr(text) if len(text) <= 40 else f"{text[:24]!r}... ({len(text)} characters)"
 
 
 def _positive(text: str) -> int:
@@ -77,14 +98,29 @@ def _positive(text: str) -> int:
     return value
 
 
-def _add_defines(parser: argparse.ArgumentParser) -> None:
+def _threads(text: str) -> int:
+    from .runtime import MAX_THREADS
+    value = _positive(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"expected 1 to {MAX_THREADS} threads, got {text!r}")
+    return value
+
+
+def _add_defines(parser: argparse.ArgumentParser, ranges: bool = False) -> None:
+    """-D; only `report` compares a range of values (a..b), the other commands take one."""
     parser.add_argument("-D", dest="defines", metavar="NAME=VALUE", type=define, action="append",
-                        default=[], help="set a parameter of the spec; a..b is an integer range")
+                        default=[], help=("set a parameter of the spec; a..b is an integer "
+                                          "range, one table row per value") if ranges else
+                        "set a parameter of the spec to one value")
 
 
 # ---- netc report
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from . import report
+    from .lower import load_spec
+    from .passes import analyze
+    from .passes.receptive import rf_from
     combos = bindings(args.defines)
     if len(combos) > 1 and args.rf_from:
         raise NetcError("--rf-from reports one network, but -D gives a range")
@@ -101,7 +137,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         reports.append(d)
         warnings.update((w.format(), None) for w in analysis.shapes.warnings)
     for warning in warnings:
-        print(warning, file=sys.stderr)
+        print(escape_lines(warning), file=sys.stderr)
     if len(reports) > 1:
         out = ({"schema_version": report.SCHEMA_VERSION, "comparison": reports} if args.json
                else report.render_comparison(reports))
@@ -117,13 +153,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _one_network(args: argparse.Namespace, what: str):
     """The spec's one network (a -D range is refused), its shape warnings on stderr."""
+    from .lower import load_spec
     from .runtime import Network
     combos = bindings(args.defines)
     if len(combos) > 1:
         raise NetcError(f"{what} one network, but -D gives a range")
     network = Network(load_spec(Path(args.file), combos[0]))
     for warning in network.shapes.warnings:
-        print(warning.format(), file=sys.stderr)
+        print(escape_lines(warning.format()), file=sys.stderr)
     return network
 
 
@@ -136,7 +173,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         return 0
     lib = build.build(source.text, source.cdef, name=source.name)
     if lib.warnings:
-        print(lib.warnings, file=sys.stderr)
+        print(escape_lines(lib.warnings), file=sys.stderr)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     c_path, h_path, so_path = (out / f"{source.name}{ext}" for ext in (".c", ".h", ".so"))
@@ -155,6 +192,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def cmd_gradcheck(args: argparse.Namespace) -> int:
     from .gradcheck import gradcheck
     network = _one_network(args, "gradcheck checks")
+    _check_train_batch(network, args.batch)  # the gradients are those of training mode
     result = gradcheck(network, args.seed, batch=args.batch, tol=args.tol, coords=args.coords)
     print(result.format())
     return 0 if result.ok else 1
@@ -170,6 +208,13 @@ def _tolerance(text: str) -> float:
     return value
 
 
+def _check_train_batch(network, batch: int) -> None:
+    """The runtime's refusal of a one-sample BatchNorm batch, with a hint about the option."""
+    least = network.min_train_batch
+    network.check_train_batch(batch, hint=f"train on batches of at least {least} samples: "
+                                          f"--batch {least} or more")
+
+
 # ---- netc train / eval / predict (docs/training.md)
 
 TRAIN_OPTIONS = ("data", "epochs", "batch", "lr", "momentum", "weight_decay", "optimizer",
@@ -178,8 +223,9 @@ TRAIN_OPTIONS = ("data", "epochs", "batch", "lr", "momentum", "weight_decay", "o
 
 
 def _trained_network(args: argparse.Namespace, ckpt=None):
-    """The spec with -D, or, when none is given, with the parameter values of the checkpoint."""
-    from .lower import declared_params
+    """The spec with -D, or, when none is given, with the parameter values of the checkpoint;
+    its shape warnings, and the checkpoint's non-finite weights, on stderr."""
+    from .lower import declared_params, load_spec
     from .runtime import Network
     combos = bindings(args.defines)
     if len(combos) > 1:
@@ -190,23 +236,32 @@ def _trained_network(args: argparse.Namespace, ckpt=None):
         overrides = {k: v for k, v in ckpt.meta["params"].items() if k.lower() in declared}
     network = Network(load_spec(Path(args.file), overrides))
     for warning in network.shapes.warnings:
-        print(warning.format(), file=sys.stderr)
+        print(escape_lines(warning.format()), file=sys.stderr)
+    if ckpt is not None and (bad := ckpt.nonfinite()):
+        print(f"warning: {ckpt.path}: {', '.join(bad)} hold NaN or infinite values; the "
+              f"network's outputs are meaningless", file=sys.stderr)
     return network
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from . import checkpoint, data, train
     given = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
-    ckpt = checkpoint.read(args.resume) if args.resume else None
-    # A resumed run goes on with its own settings; options given again override them.
-    config = train.Config.from_dict({**ckpt.meta["config"], **given} if ckpt else given)
-    network = _trained_network(args, ckpt)
-    dataset = data.load(config.data)
     try:
+        ckpt = checkpoint.read(args.resume) if args.resume else None
+        # A resumed run goes on with its own settings; options given again override them.
+        config = train.Config.from_dict({**asdict(ckpt.config), **given} if ckpt else given)
+        network = _trained_network(args, ckpt)
+        if config.batch:  # 0: the whole training set
+            _check_train_batch(network, config.batch)
+        dataset = data.load(config.data)
         train.fit(network, dataset, config, out=args.out, resume=args.resume)
+    except train.Interrupted as e:
+        print(f"\ninterrupted: {e}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        print("\ninterrupted: the checkpoint of the last finished epoch is intact; continue "
-              "with --resume DIR/checkpoint.npz", file=sys.stderr)
+        print("\ninterrupted before training started: nothing was written", file=sys.stderr)
         return 130
     return 0
 
@@ -214,15 +269,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from . import checkpoint, data, train
     ckpt = checkpoint.read(args.checkpoint)
-    network = _trained_network(args, ckpt)
-    model, ckpt = train.load_trained(network, args.checkpoint)
-    dataset = data.load(args.data or ckpt.meta["config"]["data"])
+    trained = train.load_trained(_trained_network(args, ckpt), ckpt)
+    dataset = data.load(args.data or ckpt.config.data)
     split, which = (dataset.test, "test") if dataset.test is not None else (dataset.train, "all")
-    split = train.prepare_split(network, split, ckpt.normalizer, f"{dataset.name} ({which})")
-    result = train.evaluate(model, split)
-    names = ckpt.meta.get("classes") or list(map(str, range(len(result.confusion))))
-    print(f"{network.net.name} on {dataset.name} ({which}, {result.count:,} samples)\n"
-          f"{result.summary()}\nconfusion matrix (rows: true class, columns: predicted):")
+    result = trained.evaluate(split, f"{dataset.name} ({which})")
+    # Class names come from a data file: escaped like every other text from a file.
+    names = [escape(str(n)) for n in trained.classes or range(len(result.confusion))]
+    print(escape_lines(f"{trained.model.net.name} on {dataset.name} ({which}, "
+                       f"{result.count:,} samples)\n{result.summary()}\n"
+                       "confusion matrix (rows: true class, columns: predicted):"))
     width = max(5, len(f"{result.confusion.max():,}") + 1)
     label = max(len(f"{i} {n}") for i, n in enumerate(names))
     print(" " * label + "".join(f"{i:>{width}}" for i in range(len(result.confusion))))
@@ -237,13 +292,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from . import checkpoint, data, train
     ckpt = checkpoint.read(args.checkpoint)
-    network = _trained_network(args, ckpt)
-    model, ckpt = train.load_trained(network, args.checkpoint, batch=1)
-    names = ckpt.meta.get("classes")
+    trained = train.load_trained(_trained_network(args, ckpt), ckpt, batch=1)
+    names = trained.classes
     for path in args.inputs:
-        image = data.load_image(path)[None]
-        split = train.prepare_split(network, data.Split(image, [0]), ckpt.normalizer, path)
-        probs = train.predict(model, split.x)[0].astype(float)
+        # The network's input size bounds the image, checked from its header before decoding.
+        image = data.load_image(path, int(np.prod(trained.model.input_shape)))
+        probs = trained.predict(image[None], path)[0].astype(float)
         if len(probs) == 1:  # one output: the probability of class 1
             probs = np.array([1 - probs[0], probs[0]])
         top = np.argsort(-probs, kind="stable")[:args.top]
@@ -252,8 +306,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(json.dumps({"input": path, "class": int(top[0]), "name": name(top[0]),
                               "probabilities": [round(p, 6) for p in probs]}))
         else:
-            print(f"{path}: {name(top[0])} ({100 * probs[top[0]]:.2f}%)   top: "
-                  + ", ".join(f"{name(i)} {100 * probs[i]:.2f}%" for i in top))
+            print(escape(f"{path}: {name(top[0])} ({100 * probs[top[0]]:.2f}%)   top: "
+                         + ", ".join(f"{name(i)} {100 * probs[i]:.2f}%" for i in top)))
     return 0
 
 
@@ -302,7 +356,7 @@ def _parser() -> argparse.ArgumentParser:
                     "size. A range (-D N=1..3) prints one row per combination instead. "
                     "Conventions and the JSON schema: docs/report.md.")
     p.add_argument("file", metavar="FILE", help="a .net spec")
-    _add_defines(p)
+    _add_defines(p, ranges=True)
     p.add_argument("--json", action="store_true", help="print JSON (schema in docs/report.md)")
     p.add_argument("--rf-from", metavar="LAYER",
                    help="the receptive field of one element of LAYER's output in every earlier "
@@ -311,7 +365,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="batch size for the training memory (default 32)")
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
                    help="the optimizer whose state the training memory includes (default sgd)")
-    p.add_argument("--threads", type=_positive, default=1, metavar="N",
+    p.add_argument("--threads", type=_threads, default=1, metavar="N",
                    help="threads the training memory is planned for: each gets its own gradient "
                         "and workspace copy (default 1)")
     p.set_defaults(run=cmd_report)
@@ -379,7 +433,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="fraction of the training set held out for validation (default 0.1)")
     p.add_argument("--seed", type=int, help="seed of weights, split, shuffling, dropout "
                                             "(default 0)")
-    p.add_argument("--threads", type=_positive, metavar="N",
+    p.add_argument("--threads", type=_threads, metavar="N",
                    help="threads per step (default 1); the same threads give the same results")
     p.add_argument("--deterministic", action="store_true", default=None,
                    help="fixed batch chunks: the same results whatever the thread count")
@@ -419,20 +473,69 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    log = logging.getLogger("netc")
+    handler = _MessageHandler()  # "compiling lenet5 (first run; cached afterwards)", warnings
+    log.addHandler(handler)
+    level = log.level
+    log.setLevel(logging.INFO)
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse has printed its message (or --help)
-        return int(e.code or 0)
-    if args.command is None:
-        parser.print_help()
-        return 0
-    try:
-        return args.run(args)
+        parser = _parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:  # argparse has printed its message (or --help)
+            return int(e.code or 0)
+        if args.command is None:
+            parser.print_help()
+            return 0
+        code = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit as "Exception ignored"
+        return code
     except NetcError as e:
-        print(e.format(), file=sys.stderr)
+        print(escape_lines(e.format()), file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:  # anywhere: importing, reading data, compiling
+        print("\ninterrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except BrokenPipeError:
+        return _stdout_closed()
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
-        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        print(escape_lines(f"error: {where}{e.strerror or e}"), file=sys.stderr)
         return 2
+    except MemoryError:
+        print("error: out of memory", file=sys.stderr)
+        return 2
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
+def escape_lines(text: str) -> str:
+    """text with every control character but the newlines between its lines written as an
+    escape (\\x1b, \\r): messages quote paths and file contents, which must not reach the
+    terminal raw."""
+    return "\n".join(map(escape, text.split("\n")))
+
+
+class _MessageHandler(logging.StreamHandler):
+    """netc's log records on stderr as bare messages (they carry their own "warning: "), shown
+    as escape_lines does."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)  # main's stderr: a test's capture, or the terminal
+
+    def format(self, record: logging.LogRecord) -> str:
+        return escape_lines(record.getMessage())
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (`netc train | head -3`): stop quietly, with the status of
+    a tool that SIGPIPE ended (128 + 13), as Unix tools do. stdout then points at /dev/null, so
+    that the interpreter's last flush of the unsent output cannot fail again."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError):  # stdout without a file descriptor: nothing to flush there
+        pass
+    return 128 + signal.SIGPIPE

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import InputError
+
 DEFAULT_TOL = 1e-6
 DEFAULT_STEP = 1e-6  # float64: truncation ~h²·L''' and rounding ~1e-16·|L|/h both ≪ 1e-6
 NOISE_ULPS = 32  # measured: difference quotients of LeNet-5-sized losses stray ≤ ~8 ε|L|/h
@@ -98,7 +100,7 @@ def gradcheck(network_or_model, seed: int = 0, *, batch: int = 3, tol: float = D
     if hasattr(model, "compile"):
         model = model.compile(batch=batch, dtype="float64", flags=flags)
     if np.dtype(model.dtype) != np.float64:
-        raise ValueError("gradcheck needs the float64 build: compile(..., dtype='float64')")
+        raise InputError("gradcheck needs the float64 build: compile(..., dtype='float64')")
     net = model.net
     rng = np.random.default_rng(seed)
     model.init(seed)

@@ -89,7 +89,8 @@ def test_range_gives_a_comparison_table(capsys):
                          "-D", "N=1..3", "-D", "M=1..2", "--batch", "8")
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0] == "design_rule: 6 combinations, training memory at batch 8 (float32, sgd, 1 thread)"
+    assert lines[0] == ("design_rule: 6 combinations, training memory at batch 8 "
+                        "(float32, sgd, 1 thread)")
     assert lines[2].split()[:4] == ["N", "M", "params", "FLOPs"]
     rows = [line.split() for line in lines[4:]]
     assert [row[:2] for row in rows] == [["1", "1"], ["1", "2"], ["2", "1"], ["2", "2"],
@@ -147,7 +148,7 @@ def test_shape_warnings_go_to_stderr(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["report", "missing.net"], "error: cannot read 'missing.net': no such file"),
+    (["report", "missing.net"], "error: cannot read the spec 'missing.net': no such file"),
     (["report", "{lenet5}", "--rf-from", "nope"],
      "error: --rf-from: no layer is labelled 'nope'; the labels are c1, s2, c3, s4, f5, f6, "
      "out, softmax1"),
@@ -187,7 +188,7 @@ def test_unknown_option(capsys):
 def test_os_errors_are_one_line(capsys, monkeypatch):
     def refuse(path, overrides):
         raise PermissionError(13, "Permission denied", str(path))
-    monkeypatch.setattr("netc.cli.load_spec", refuse)
+    monkeypatch.setattr("netc.lower.load_spec", refuse)
     assert run(capsys, "report", "locked.net") == (2, "", "error: locked.net: Permission denied\n")
 
 
@@ -206,7 +207,8 @@ def test_installed_console_script(tmp_path):
     assert "10×32×32" in done.stdout and "760" in done.stdout
     bad = subprocess.run([script, "report", "missing.net"], capture_output=True, text=True,
                          cwd=tmp_path)
-    assert (bad.returncode, bad.stderr) == (2, "error: cannot read 'missing.net': no such file\n")
+    assert (bad.returncode, bad.stderr) == (
+        2, "error: cannot read the spec 'missing.net': no such file\n")
 
 
 def test_training_memory_follows_optimizer_and_threads_and_matches_the_compiled_model(capsys):
