@@ -1,5 +1,5 @@
 """Training on real data: fit() runs epochs of mini-batches on a compiled model; evaluate() and
-predict() use a trained one.
+predict() use a trained one, and load_trained() makes one from a checkpoint.
 
 fit() owns what the user sees and keeps: a progress bar per epoch (stderr), one summary line per
 epoch, a JSON-lines log, and atomic checkpoints (netc.checkpoint) that --resume continues from bit
@@ -7,74 +7,42 @@ for bit. Never parses specs or writes C: it drives runtime.Model. Guide: docs/tr
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import checkpoint
-from .data import MODES, Dataset, Normalizer, Split, validation_split
+from .checkpoint import Config  # noqa: F401  (stored in every checkpoint, so defined there)
+from .data import Dataset, Normalizer, Split, validation_split
 from .errors import DataError, NetcError
-from .runtime import Model, Network
+from .lower import declared_params
+from .runtime import Model, Network, load
 
-OPTIMIZERS, SCHEDULES = ("sgd", "adam"), ("const", "step", "cosine")
-DEFAULT_LR = {"sgd": 0.05, "adam": 0.001}
 SAVE_EVERY = 5.0  # seconds between checkpoints at least: XOR's epochs take microseconds
 EVAL_BATCH = 256  # samples per forward call when evaluating with a model of its own
+# The sample shapes of the built-in data sets (netc.data.NAMES): the hint for data that does not
+# fit the network names those that do, without loading any.
+BUILTIN_SHAPES = {"mnist-10k": (1, 28, 28), "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28),
+                  "xor": (2,), "xor-signed": (2,)}
 
 
 class Diverged(NetcError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN or infinite; the last good epoch is on disk."""
 
     exit_code = 5
 
 
-@dataclass(frozen=True)
-class Config:
-    """Everything that determines a run's numbers; stored in every checkpoint."""
-
-    data: str = "mnist-10k"  # a data set name or path (netc.data.load)
-    epochs: int = 20
-    batch: int = 32  # 1: online learning; 0: full batch (the whole training split)
-    lr: float | None = None  # None: 0.05 for sgd, 0.001 for adam
-    momentum: float = 0.9  # sgd only
-    weight_decay: float = 5e-4  # L2: adds ½λ‖W‖² to the loss, weights only (not biases)
-    optimizer: str = "sgd"
-    schedule: str = "cosine"  # const; step: ×0.1 after 50% and 75% of the epochs; cosine: to 0
-    normalize: str = "standard"  # fitted on the training split only
-    val_split: float = 0.1  # the held-out fraction of the training split; 0 for none
-    seed: int = 0  # initialisation, validation split, shuffling and dropout
-    threads: int = 1  # OpenMP threads over each batch; results depend on it unless deterministic
-    deterministic: bool = False  # fixed batch chunks: the same results for any thread count
-    early_stop: int = 0  # stop after this many epochs without a better validation loss; 0: off
-
-    def __post_init__(self):
-        if self.lr is None and self.optimizer in DEFAULT_LR:
-            object.__setattr__(self, "lr", DEFAULT_LR[self.optimizer])
-        checks = [(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
-                  (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
-                  (self.normalize in MODES, f"normalize must be one of {MODES}"),
-                  (self.epochs >= 1 and self.batch >= 0 and self.threads >= 1,
-                   "epochs ≥ 1, batch ≥ 0 and threads ≥ 1"),
-                  (0 <= self.val_split < 1, "val_split must be in [0, 1)"),
-                  (self.early_stop >= 0, "early_stop must be ≥ 0"),
-                  (self.early_stop == 0 or self.val_split > 0,
-                   "early stopping watches the validation loss: give a val_split > 0"),
-                  (all(math.isfinite(v) and v >= 0 for v in (
-                      self.lr, self.momentum, self.weight_decay)),
-                   "lr, momentum and weight_decay must be finite and ≥ 0")]
-        for ok, message in checks:
-            if not ok:
-                raise NetcError(f"bad training option: {message}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Config:
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during fit(); str() says exactly which checkpoint is on disk."""
 
 
 @dataclass
@@ -105,7 +73,21 @@ def fit_input(x: np.ndarray, shape: tuple[int, ...], name: str = "the data") -> 
     """x (N, ...) as (N, *shape): reshaped when the sizes agree (e.g. 28×28 images for an fc
     input of 784), zero-padded around the centre when the images are smaller than the input
     (MNIST's 28×28 for LeNet-5's 32×32, as LeCun et al. 1998 did)."""
-    n, want = len(x), tuple(shape)
+    want = tuple(shape)
+    fitted = _fitted(x, want)
+    if fitted is not None:
+        return fitted
+    fitting = [name for name, s in BUILTIN_SHAPES.items()
+               if _fitted(np.zeros((0, *s), np.float32), want) is not None]
+    raise DataError(f"{name} has samples of shape {'x'.join(map(str, x.shape[1:]))}, the "
+                    f"network's input is {'x'.join(map(str, want))}",
+                    hint="the sizes must agree, or the images be smaller (they are zero-padded)"
+                         + (f"; built-in data that fits: --data {' or '.join(fitting)}"
+                            if fitting else ""))
+
+
+def _fitted(x: np.ndarray, want: tuple[int, ...]) -> np.ndarray | None:
+    n = len(x)
     if x.shape[1:] == want:
         return x
     if int(np.prod(x.shape[1:])) == int(np.prod(want)):
@@ -115,23 +97,23 @@ def fit_input(x: np.ndarray, shape: tuple[int, ...], name: str = "the data") -> 
         out = np.zeros((n, *want), np.float32)
         out[:, :, top:top + x.shape[2], left:left + x.shape[3]] = x
         return out
-    raise DataError(f"{name} has samples of shape {'x'.join(map(str, x.shape[1:]))}, the "
-                    f"network's input is {'x'.join(map(str, want))}",
-                    hint="the sizes must agree, or the images be smaller (they are zero-padded)")
+    return None
 
 
-def outputs(network: Network) -> int:
+def outputs(network: Network | Model) -> int:
     c, h, w = network.shapes.outputs[-1]
     return c * h * w
 
 
 def check_labels(labels: np.ndarray, k: int, name: str) -> None:
+    """Refuse labels the network has no output for, before anything is sized by them."""
     classes = max(k, 2)  # one output: a two-class problem, output ≥ 0.5 means class 1
     if labels.ndim != 1:
         raise DataError(f"{name}: training takes class labels, not {labels.shape} targets")
-    if len(labels) and labels.max() >= classes:
-        raise DataError(f"{name} has class {labels.max()}, the network has {k} output"
-                        f"{'s' if k > 1 else ''} ({classes} classes)")
+    if len(labels) and (labels.max() >= classes or labels.min() < 0):
+        bad = labels.max() if labels.max() >= classes else labels.min()
+        raise DataError(f"{name} has class {bad}, the network has {k} output"
+                        f"{'s' if k > 1 else ''} ({classes} classes, 0 to {classes - 1})")
 
 
 def _target(labels: np.ndarray, k: int, dtype) -> np.ndarray:
@@ -146,26 +128,37 @@ def _predicted(out: np.ndarray, k: int) -> np.ndarray:
 
 def prepare_split(network: Network, split: Split | None, normalizer: Normalizer | None,
                   name: str) -> Split | None:
-    """A split fitted to the network's input (fit_input), labels checked, normalised."""
+    """A split fitted to the network's input (fit_input), labels checked, normalised. The shape
+    is checked first: data for another network fails on its shape, whatever its labels."""
     if split is None:
         return None
-    check_labels(split.y, outputs(network), name)
     x = fit_input(split.x, network.net.input, name)
+    check_labels(split.y, outputs(network), name)
     return Split(x if normalizer is None else normalizer.apply(x), split.y)
 
 
 def prepare(network: Network, ds: Dataset, config: Config,
             normalizer: Normalizer | None = None) -> tuple[Split, Split | None, Split | None,
                                                              Normalizer]:
-    """(train, validation, test, normalizer): the validation split seeded by config.seed, the
-    normalizer fitted on the training part (or the given one, as when resuming)."""
-    train, val = prepare_split(network, ds.train, None, f"{ds.name} (train)"), None
+    """(train, validation, test, normalizer): both splits checked before any work, the
+    validation split seeded by config.seed, the normalizer fitted on the training part only
+    (or the given one, as when resuming)."""
+    train = prepare_split(network, ds.train, None, f"{ds.name} (train)")
+    test = prepare_split(network, ds.test, None, f"{ds.name} (test)")
+    val = None
     if round(config.val_split * len(train)) >= 1:  # else too few samples to hold any out
         train, val = validation_split(train, config.val_split, (config.seed, 1))
     normalizer = normalizer or Normalizer.fit(config.normalize, train.x)
-    test = prepare_split(network, ds.test, normalizer, f"{ds.name} (test)")
     return (*(Split(normalizer.apply(s.x), s.y) if s is not None else None
-              for s in (train, val)), test, normalizer)
+              for s in (train, val, test)), normalizer)
+
+
+def data_sha256(split: Split) -> str:
+    """The fingerprint of a training split (inputs and labels) that --resume compares."""
+    h = hashlib.sha256(str((split.x.shape, split.y.shape)).encode())
+    h.update(memoryview(split.x).cast("B"))
+    h.update(memoryview(np.ascontiguousarray(split.y)).cast("B"))
+    return h.hexdigest()
 
 
 # ---- evaluation and prediction
@@ -178,31 +171,85 @@ def predict(model: Model, x: np.ndarray) -> np.ndarray:
 
 
 def evaluate(model: Model, split: Split) -> Evaluation:
-    out = predict(model, split.x).astype(np.float64)
-    labels, k = split.y, out.shape[1]
-    if model.net.loss == "cross_entropy":
-        p = out[np.arange(len(out)), labels]
-        losses = -np.log(np.maximum(p, np.finfo(np.float64).tiny))
-    else:
-        t = labels[:, None].astype(np.float64) if k == 1 else np.eye(k)[labels]
-        losses = 0.5 * ((out - t) ** 2).sum(axis=1)
-    pred = _predicted(out, k)
+    """Loss, accuracy and confusion matrix in inference mode. Cross-entropy is computed from the
+    logits (the softmax's input) by log-sum-exp, as the training step computes it: −log of a
+    float32 probability that underflowed to 0 would be infinite, whatever the true loss."""
+    k, n, labels = outputs(model), len(split), split.y
+    cross_entropy = model.net.loss == "cross_entropy"
+    logits = _logits(model) if cross_entropy else None
+    losses, predicted = np.empty(n), np.empty(n, np.int64)
+    for i in range(0, n, model.batch):
+        x = np.ascontiguousarray(split.x[i:i + model.batch])
+        b, y = len(x), labels[i:i + model.batch]
+        out = model.forward(x).reshape(b, k)
+        if cross_entropy:
+            z = (x if logits is None else logits[:b]).reshape(b, k).astype(np.float64)
+            top = z.max(axis=1)
+            lse = top + np.log(np.exp(z - top[:, None]).sum(axis=1))
+            losses[i:i + b] = lse - z[np.arange(b), y]
+        else:
+            t = y[:, None].astype(np.float64) if k == 1 else np.eye(k)[y]
+            losses[i:i + b] = 0.5 * ((out.astype(np.float64) - t) ** 2).sum(axis=1)
+        predicted[i:i + b] = _predicted(out, k)
     confusion = np.zeros((max(k, 2),) * 2, np.int64)
-    np.add.at(confusion, (labels, pred), 1)
-    errors = int((pred != labels).sum())
-    return Evaluation(float(losses.mean()), 1 - errors / len(labels), errors, len(labels),
-                      confusion)
+    np.add.at(confusion, (labels, predicted), 1)
+    errors = int((predicted != labels).sum())
+    return Evaluation(float(losses.mean()), 1 - errors / n, errors, n, confusion)
 
 
-def load_trained(network: Network, path: str | os.PathLike, *, batch: int = EVAL_BATCH,
-                 flags=None) -> tuple[Model, checkpoint.Checkpoint]:
-    """A model for evaluation and prediction, compiled and filled from a checkpoint; refuses
-    one trained on another network."""
-    ckpt = checkpoint.read(path)
-    checkpoint.check_network(ckpt, network)
-    model = network.compile(batch=batch, flags=flags)
+def _logits(model: Model) -> np.ndarray | None:
+    """The arena view of the final softmax's input, (batch, K); None when the softmax is the
+    only layer and its input is the network's input."""
+    if len(model.net.layers) < 2:
+        return None
+    buf = model.plan.buffer(f"{model.net.layers[-2].label}.out")
+    return model.mem[buf.offset:buf.offset + buf.size].reshape(model.batch, -1)
+
+
+@dataclass
+class Trained:
+    """A network filled from a training checkpoint, with the input normalisation it was trained
+    with: what `netc eval` and `netc predict` use (docs/training.md)."""
+
+    model: Model  # compiled for inference batches of up to `batch`
+    normalizer: Normalizer
+    checkpoint: checkpoint.Checkpoint
+
+    @property
+    def classes(self) -> list[str] | None:
+        """Class names of the training data, one per class; None if it had none."""
+        return self.checkpoint.meta["classes"]
+
+    def prepare(self, x: np.ndarray, name: str = "the inputs") -> np.ndarray:
+        """Raw inputs (N, ...) as the data set gives them → padded, reshaped and normalised."""
+        x = np.asarray(x, np.float32)
+        return self.normalizer.apply(fit_input(x, self.model.net.input, name))
+
+    def predict(self, x: np.ndarray, name: str = "the inputs") -> np.ndarray:
+        """Outputs (N, K) of raw inputs: class probabilities when the network ends in softmax."""
+        return predict(self.model, self.prepare(x, name))
+
+    def evaluate(self, split: Split, name: str = "the data") -> Evaluation:
+        """Loss, accuracy and confusion matrix on a raw split (labels checked)."""
+        check_labels(split.y, outputs(self.model), name)
+        return evaluate(self.model, Split(self.prepare(split.x, name), split.y))
+
+
+def load_trained(spec: Network | str | os.PathLike,
+                 ckpt: str | os.PathLike | checkpoint.Checkpoint, *, batch: int = EVAL_BATCH,
+                 flags=None) -> Trained:
+    """The one way to a usable model from a `netc train` checkpoint: `spec` is a Network, a .net
+    path or spec text (lowered with the checkpoint's parameter values), and must be the network
+    the checkpoint was trained on. Compiled for inference batches of up to `batch`."""
+    ckpt = ckpt if isinstance(ckpt, checkpoint.Checkpoint) else checkpoint.read(ckpt)
+    if not isinstance(spec, Network):
+        declared = {name.lower() for name in declared_params(spec)}
+        spec = load(spec, **{k: v for k, v in ckpt.meta["params"].items()
+                             if k.lower() in declared})
+    checkpoint.check_network(ckpt, spec)
+    model = spec.compile(batch=batch, flags=flags)
     checkpoint.restore(model, ckpt, training=False)
-    return model, ckpt
+    return Trained(model, ckpt.normalizer, ckpt)
 
 
 # ---- training
@@ -251,6 +298,34 @@ class _State:
     stale: int = 0  # epochs since it improved
 
 
+@dataclass
+class _Snapshot:
+    """A finished epoch, copied so it can be written later: saves are throttled, but Ctrl-C or
+    a divergence in the next epoch must still be able to keep it."""
+
+    epoch: int
+    tensors: dict[str, np.ndarray]
+    meta: dict
+
+
+@contextlib.contextmanager
+def _locked(out: Path):
+    """Hold an exclusive lock on the run folder itself (flock on the directory: no lock file to
+    leave behind or race on), so a second run writing to it is refused at once."""
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError(f"{out} is in use: another `netc train` is writing to it",
+                            hint="wait for that run to end, or give this one another --out"
+                            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def fit(network: Network, dataset: Dataset, config: Config = Config(), *,
         out: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
         flags=None, echo=print, progress: bool | None = None,
@@ -258,114 +333,187 @@ def fit(network: Network, dataset: Dataset, config: Config = Config(), *,
     """Train, checkpointing after every epoch into `out` (default: the resumed checkpoint's
     folder, else runs/<network>) when save_every seconds have passed since the last save, and
     after the last epoch; then evaluate on the test split. Raises Diverged on a NaN/Inf
-    loss, DataError for data or a checkpoint that does not fit."""
+    loss, DataError for data or a checkpoint that does not fit or a folder another run holds,
+    Interrupted on Ctrl-C (after saving the last finished epoch if it was not on disk yet)."""
     ckpt = checkpoint.read(resume) if resume else None
+    fingerprint = data_sha256(dataset.train)
     if ckpt:
         checkpoint.check_network(ckpt, network, "the network being trained")
+        if ckpt.meta["data_sha256"] != fingerprint:
+            raise DataError(f"{ckpt.path} was trained on other data ({ckpt.config.data}) than "
+                            f"{dataset.name}: --resume continues a run on its own data",
+                            hint="the normalisation, the validation split and early stopping "
+                                 "were all fitted to that data; to train on this data, start "
+                                 "a new run (without --resume)")
     out = Path(out or (ckpt.path.parent if ckpt else Path("runs") / network.net.name))
-    paths = {k: out / f"{k}.npz" for k in ("checkpoint", "best")}
     train, val, test, norm = prepare(network, dataset, config, ckpt and ckpt.normalizer)
-    k, n = outputs(network), len(train)
-    model = network.compile(batch=config.batch or n, optimizer=config.optimizer, flags=flags,
-                            threads=config.threads, deterministic=config.deterministic)
-    shuffle = np.random.default_rng(config.seed)
-    state = _State()
-    if ckpt:
-        checkpoint.restore(model, ckpt)
-        shuffle.bit_generator.state = ckpt.meta["shuffle_rng"]
-        state = _State(**ckpt.meta["state"])
-    else:
-        model.init(config.seed)
-        paths["best"].unlink(missing_ok=True)  # an earlier run's
-    out.mkdir(parents=True, exist_ok=True)
-    log = out / "log.jsonl"
-    log.write_text("".join(json.dumps(r) + "\n" for r in state.history))  # drop epochs past it
-    progress = sys.stderr.isatty() if progress is None else progress
-    last = model.plan.buffer(f"{model.net.layers[-1].label}.out")
-    out_view = model.mem[last.offset:last.offset + last.size].reshape(model.batch, -1)
-    hyper = dict(momentum=config.momentum, weight_decay=config.weight_decay)
-    classes = list(dataset.classes) if dataset.num_classes >= max(k, 2) else None
-
-    def save(path: Path) -> None:
-        checkpoint.save(path, model, norm, {
-            "config": asdict(config), "state": asdict(state), "classes": classes,
-            "shuffle_rng": shuffle.bit_generator.state})
-
-    echo(_header(network, model, dataset, config, train, val, test))
-    saved, kept = time.perf_counter(), (ckpt.path, state.epoch) if ckpt else None
-    if ckpt:
-        echo(f"resuming from {ckpt.path} after epoch {state.epoch}")
-    while state.epoch < config.epochs and not (config.early_stop and
-                                               state.stale >= config.early_stop):
-        lr, start = lr_at(config, state.epoch), time.perf_counter()
-        batches = np.array_split(shuffle.permutation(n), range(model.batch, n, model.batch))
-        if len(batches) > 1 and len(batches[-1]) < model.min_train_batch:
-            # a lone last sample would give BatchNorm a batch variance of 0: skip it, as
-            # PyTorch's drop_last would; the next epoch's shuffle leaves out another one
-            batches.pop()
-        bar = _Progress(sys.stderr, progress, f"epoch {state.epoch + 1}/{config.epochs}",
-                        sum(map(len, batches)))
-        total, correct, seen = 0.0, 0, 0
-        for i, idx in enumerate(batches):
-            labels = train.y[idx]
-            loss = model.train_step(train.x[idx], _target(labels, k, model.dtype), lr=lr, **hyper)
-            if not math.isfinite(loss):
-                bar.close()
-                _diverged(loss, state.epoch + 1, i + 1, lr, config.lr, kept)
-            total, seen = total + loss * len(idx), seen + len(idx)
-            correct += int((_predicted(out_view[:len(idx)], k) == labels).sum())
-            bar.update(seen, total / seen)
-        bar.close()
-        seconds = time.perf_counter() - start
-        record = {"epoch": state.epoch + 1, "lr": lr, "train_loss": total / seen,
-                  "train_acc": correct / seen, "seconds": round(seconds, 3),
-                  "images_per_s": round(seen / seconds, 1)}
-        if val is not None:
-            ev = evaluate(model, val)
-            if not math.isfinite(ev.loss):
-                _diverged(ev.loss, state.epoch + 1, "validation", lr, config.lr, kept)
-            record |= {"val_loss": ev.loss, "val_acc": ev.accuracy}
-        state.epoch += 1
-        state.history.append(record)
-        improved = val is not None and (state.best_loss is None or ev.loss < state.best_loss)
-        if improved:
-            state.best_loss, state.best_epoch, state.stale = ev.loss, state.epoch, 0
-        elif val is not None:
-            state.stale += 1
-        echo(_epoch_line(record, config.epochs))
-        with log.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if config.early_stop and improved:
-            save(paths["best"])
-        stopping = state.epoch == config.epochs or 0 < config.early_stop <= state.stale
-        if stopping or time.perf_counter() - saved >= save_every:
-            save(paths["checkpoint"])
-            saved, kept = time.perf_counter(), (paths["checkpoint"], state.epoch)
-    if config.early_stop and state.stale >= config.early_stop:
-        echo(f"early stop: no better validation loss for {state.stale} epochs; "
-             f"using epoch {state.best_epoch}")
-    used = paths["best"] if config.early_stop and paths["best"].exists() else kept[0]
-    if used != kept[0]:
-        checkpoint.restore(model, checkpoint.read(used), training=False)
-    result = evaluate(model, test) if test is not None else None
-    if result is not None:
-        echo(f"test accuracy {100 * result.accuracy:.2f}% ({result.errors:,} errors in "
-             f"{result.count:,}), loss {result.loss:.4f}")
-        with log.open("a") as f:
-            f.write(json.dumps({"test_loss": result.loss, "test_acc": result.accuracy,
-                                "test_errors": result.errors, "test_count": result.count,
-                                "checkpoint": str(used)}) + "\n")
-    echo(f"checkpoint: {used}  (log: {log})")
-    return Result(model, state.history, result, used, norm)
+    with _locked(out):
+        run = _Run(network, dataset, config, out, ckpt, norm, fingerprint, echo, save_every)
+        try:
+            return run.go(train, val, test, flags,
+                          sys.stderr.isatty() if progress is None else progress)
+        except KeyboardInterrupt:
+            raise Interrupted(run.interrupted()) from None
 
 
-def _diverged(loss: float, epoch: int, step, lr: float, base_lr: float,
-              kept: tuple[Path, int] | None) -> None:
-    where = f"the last good checkpoint, after epoch {kept[1]}, is {kept[0]}" if kept else ""
-    raise Diverged(f"the loss became {loss} in epoch {epoch} (step {step}, lr {lr:g}): training "
-                   f"diverged; {where or 'no checkpoint was written'}",
-                   hint=f"lower the learning rate, e.g. --lr {base_lr / 10:g}"
-                        + (f", and continue with --resume {kept[0]}" if kept else ""))
+class _Run:
+    """One fit() call's training loop and what it has on disk."""
+
+    def __init__(self, network: Network, dataset: Dataset, config: Config, out: Path,
+                 ckpt: checkpoint.Checkpoint | None, norm: Normalizer, fingerprint: str, echo,
+                 save_every: float):
+        self.network, self.dataset, self.config, self.norm = network, dataset, config, norm
+        self.ckpt, self.fingerprint, self.echo, self.save_every = ckpt, fingerprint, echo, \
+            save_every
+        self.paths = {k: out / f"{k}.npz" for k in ("checkpoint", "best")}
+        self.log = out / "log.jsonl"
+        self.model: Model | None = None
+        self.state = _State(**ckpt.meta["state"]) if ckpt else _State()
+        # (path, epoch) of the newest checkpoint on disk, and the newest finished epoch
+        self.kept = (ckpt.path, self.state.epoch) if ckpt else None
+        self.latest: _Snapshot | None = None
+
+    def go(self, train: Split, val: Split | None, test: Split | None, flags,
+           progress: bool) -> Result:
+        config, state, echo, paths = self.config, self.state, self.echo, self.paths
+        k, n = outputs(self.network), len(train)
+        model = self.model = self.network.compile(
+            batch=config.batch or n, optimizer=config.optimizer, flags=flags,
+            threads=config.threads, deterministic=config.deterministic)
+        self.shuffle = np.random.default_rng(config.seed)
+        if self.ckpt:
+            checkpoint.restore(model, self.ckpt)
+            self.shuffle.bit_generator.state = self.ckpt.meta["shuffle_rng"]
+        else:
+            model.init(config.seed)
+            paths["best"].unlink(missing_ok=True)  # an earlier run's
+        self.log.write_text("".join(json.dumps(r) + "\n" for r in state.history))
+        last = model.plan.buffer(f"{model.net.layers[-1].label}.out")
+        out_view = model.mem[last.offset:last.offset + last.size].reshape(model.batch, -1)
+        hyper = dict(momentum=config.momentum, weight_decay=config.weight_decay)
+
+        echo(_header(self.network, model, self.dataset, config, train, val, test))
+        saved = time.perf_counter()
+        if self.ckpt:
+            echo(f"resuming from {self.ckpt.path} after epoch {state.epoch}")
+        while state.epoch < config.epochs and not (config.early_stop and
+                                                   state.stale >= config.early_stop):
+            lr, start = lr_at(config, state.epoch), time.perf_counter()
+            batches = np.array_split(self.shuffle.permutation(n),
+                                     range(model.batch, n, model.batch))
+            if len(batches) > 1 and len(batches[-1]) < model.min_train_batch:
+                # a lone last sample would give BatchNorm a batch variance of 0: skip it, as
+                # PyTorch's drop_last would; the next epoch's shuffle leaves out another one
+                batches.pop()
+            bar = _Progress(sys.stderr, progress, f"epoch {state.epoch + 1}/{config.epochs}",
+                            sum(map(len, batches)))
+            total, correct, seen = 0.0, 0, 0
+            for i, idx in enumerate(batches):
+                labels = train.y[idx]
+                loss = model.train_step(train.x[idx], _target(labels, k, model.dtype), lr=lr,
+                                        **hyper)
+                if not math.isfinite(loss):
+                    bar.close()
+                    self._diverged(loss, i + 1, lr)
+                total, seen = total + loss * len(idx), seen + len(idx)
+                correct += int((_predicted(out_view[:len(idx)], k) == labels).sum())
+                bar.update(seen, total / seen)
+            bar.close()
+            seconds = time.perf_counter() - start
+            record = {"epoch": state.epoch + 1, "lr": lr, "train_loss": total / seen,
+                      "train_acc": correct / seen, "seconds": round(seconds, 3),
+                      "images_per_s": round(seen / seconds, 1)}
+            if val is not None:
+                ev = evaluate(model, val)
+                if not math.isfinite(ev.loss):
+                    self._diverged(ev.loss, "validation", lr)
+                record |= {"val_loss": ev.loss, "val_acc": ev.accuracy}
+            state.epoch += 1
+            state.history.append(record)
+            improved = val is not None and (state.best_loss is None or ev.loss < state.best_loss)
+            if improved:
+                state.best_loss, state.best_epoch, state.stale = ev.loss, state.epoch, 0
+            elif val is not None:
+                state.stale += 1
+            self.latest = self._snapshot()
+            echo(_epoch_line(record, config.epochs))
+            with self.log.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            if config.early_stop and improved:
+                self._write(paths["best"], self.latest)
+            stopping = state.epoch == config.epochs or 0 < config.early_stop <= state.stale
+            if stopping or time.perf_counter() - saved >= self.save_every:
+                self._save_latest()
+                saved = time.perf_counter()
+        if config.early_stop and state.stale >= config.early_stop:
+            echo(f"early stop: no better validation loss for {_plural(state.stale, 'epoch')}; "
+                 f"using epoch {state.best_epoch}")
+        used = paths["best"] if config.early_stop and paths["best"].exists() else self.kept[0]
+        if used != self.kept[0]:
+            checkpoint.restore(model, checkpoint.read(used), training=False)
+        result = evaluate(model, test) if test is not None else None
+        if result is not None:
+            echo(f"test accuracy {100 * result.accuracy:.2f}% ({result.errors:,} errors in "
+                 f"{result.count:,}), loss {result.loss:.4f}")
+            with self.log.open("a") as f:
+                f.write(json.dumps({"test_loss": result.loss, "test_acc": result.accuracy,
+                                    "test_errors": result.errors, "test_count": result.count,
+                                    "checkpoint": str(used)}) + "\n")
+        echo(f"checkpoint: {used}  (log: {self.log})")
+        return Result(model, state.history, result, used, self.norm)
+
+    def _snapshot(self) -> _Snapshot:
+        s = self.state
+        return _Snapshot(s.epoch, checkpoint.tensors(self.model), {
+            "config": asdict(self.config), "classes": self._classes(),
+            "data_sha256": self.fingerprint, "shuffle_rng": self.shuffle.bit_generator.state,
+            "state": {"epoch": s.epoch, "best_loss": s.best_loss, "best_epoch": s.best_epoch,
+                      "stale": s.stale}})
+
+    def _classes(self) -> list[str] | None:
+        """The data set's name of each class the network predicts (labels were checked)."""
+        n = max(outputs(self.network), 2)
+        names = self.dataset.classes
+        return list(names[:n]) if len(names) >= n else None
+
+    def _write(self, path: Path, snap: _Snapshot) -> None:
+        # the history is only appended to: an earlier epoch's is its prefix
+        meta = snap.meta | {"state": snap.meta["state"] | {
+            "history": self.state.history[:snap.epoch]}}
+        checkpoint.save(path, self.model, self.norm, meta, snap.tensors)
+
+    def _save_latest(self) -> bool:
+        """Write the last finished epoch unless it is on disk already; whether it wrote."""
+        if self.latest is None or (self.kept and self.kept[1] >= self.latest.epoch):
+            return False
+        self._write(self.paths["checkpoint"], self.latest)
+        self.kept = (self.paths["checkpoint"], self.latest.epoch)
+        return True
+
+    def _diverged(self, loss: float, step, lr: float) -> None:
+        self._save_latest()  # the last good epoch, if the throttle had held it back
+        epoch, kept, base = self.state.epoch + 1, self.kept, self.config.lr
+        where = f"the last good checkpoint, after epoch {kept[1]}, is {kept[0]}" if kept else ""
+        raise Diverged(f"the loss became {loss} in epoch {epoch} (step {step}, lr {lr:g}): "
+                       f"training diverged; {where or 'no checkpoint was written'}",
+                       hint=f"lower the learning rate, e.g. --lr {base / 10:g}"
+                            + (f", and continue with --resume {kept[0]}" if kept else ""))
+
+    def interrupted(self) -> str:
+        """After Ctrl-C: save the last finished epoch if it is not on disk, and say what is."""
+        saved = self.model is not None and self._save_latest()
+        if self.kept is None:
+            return ("no checkpoint was written: no epoch had finished"
+                    if self.model else "no checkpoint was written: training had not started")
+        path, epoch = self.kept
+        total = self.config.epochs
+        return (f"{path} holds epoch {epoch} of {total}"
+                + (" (saved now)" if saved else "")
+                + (f"; continue with --resume {path}" if epoch < total else ""))
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
 
 
 def _header(network: Network, model: Model, ds: Dataset, config: Config, train: Split,
@@ -381,7 +529,7 @@ def _header(network: Network, model: Model, ds: Dataset, config: Config, train: 
            else f"adam lr {config.lr:g}")
     return (f"{network.net.name}: {params:,} parameters; {ds.name}: {sizes}{padded}\n"
             f"{opt}, weight decay {config.weight_decay:g}, {config.schedule} schedule, batch "
-            f"{model.batch}, {config.epochs} epoch{'s' * (config.epochs > 1)}, "
+            f"{model.batch}, {_plural(config.epochs, 'epoch')}, "
             f"normalize {config.normalize}, seed {config.seed}"
             + (f", {config.threads} threads" if config.threads > 1 else "")
             + (", deterministic" if config.deterministic else ""))
