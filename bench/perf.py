@@ -199,8 +199,8 @@ class TorchWorker:
 def _row(r) -> str:
     ratio = f"{r['torch_s'] / r['netc_s']:.2f}x" if r["torch_s"] else "-"
     tt = f"{r['torch_ips']:,.0f}" if r["torch_s"] else "-"
-    lat = (f" | {r['netc_s'] * 1e6:,.0f} us / "
-           + (f"{r['torch_s'] * 1e6:,.0f} us" if r["torch_s"] else "-")) if r["batch"] == 1 else " | "
+    torch_us = f"{r['torch_s'] * 1e6:,.0f} us" if r["torch_s"] else "-"
+    lat = f" | {r['netc_s'] * 1e6:,.0f} us / {torch_us}" if r["batch"] == 1 else " | "
     tg = f"{r['torch_gflops']:.1f}" if r["torch_s"] else "-"
     return (f"| {r['net']} | {r['kind']} | {r['batch']} | {r['threads']} | "
             f"{r['netc_ips']:,.0f} | {tt} | **{ratio}**{lat} | {r['netc_gflops']:.1f} | {tg} |")
