@@ -1,4 +1,5 @@
-"""The wheel carries grammar/ and templates/, and an installed netc runs from another directory.
+"""The wheel carries grammar/, templates/, the license and the sample digits, and an installed
+netc runs from another directory.
 
 Slow-ish (~15 s): builds the wheel and installs it into a fresh virtual environment. Offline: the
 venv borrows this interpreter's dependencies through a .pth file and gets netc only from the wheel.
@@ -57,6 +58,17 @@ def test_wheel_carries_grammar_and_every_template(wheel):
                  for p in (REPO / "templates").rglob("*") if p.is_file()]
     assert templates, "templates/ is empty"
     assert {f"netc/_data/templates/{t}" for t in templates} <= names
+
+
+def test_wheel_carries_the_license_and_the_sample_digits(wheel):
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        licenses = [n for n in names if n.startswith("netc-") and "/licenses/" in n]
+        assert [z.read(n) for n in licenses] == [(REPO / "docs" / "LICENSE").read_bytes()]
+        metadata = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: MIT" in metadata.splitlines()
+    samples = {p.relative_to(REPO).as_posix() for p in (REPO / "netc/data/samples").glob("*.png")}
+    assert samples and samples <= names
 
 
 def test_installed_wheel_reports_lenet5_from_another_directory(wheel, tmp_path):
