@@ -416,7 +416,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE", help="a .net spec")
     _add_defines(p)
     p.add_argument("--data", metavar="NAME|PATH",
-                   help="mnist-10k (default), mnist, fashion-mnist, xor, or a folder/.npz/.csv")
+                   help="mnist-10k (default), mnist, fashion-mnist, cifar10, cifar100, "
+                        "cifar100-coarse, xor, or a path: a folder (IDX, CSV, CIFAR or one "
+                        "sub-folder of images per class), .npz or .csv")
     p.add_argument("--epochs", type=_positive, metavar="N", help="epochs (default 20)")
     p.add_argument("--batch", type=_batch, metavar="N|full",
                    help="mini-batch size; 1 is online learning, full the whole set (default 32)")

@@ -32,6 +32,7 @@ EVAL_BATCH = 256  # samples per forward call when evaluating with a model of its
 # The sample shapes of the built-in data sets (netc.data.NAMES): the hint for data that does not
 # fit the network names those that do, without loading any.
 BUILTIN_SHAPES = {"mnist-10k": (1, 28, 28), "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28),
+                  "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "cifar100-coarse": (3, 32, 32),
                   "xor": (2,), "xor-signed": (2,)}
 
 

@@ -15,8 +15,9 @@ PIPELINE = [
     "passes", "report",                                                # analyses and reports
     "codegen.env", "codegen.views", "codegen",                         # IR → C text
     "build",                                                           # C text → loaded library
-    "data.dataset", "data.idx", "data.download", "data.mnist", "data.arrays", "data.images",
-    "data.normalize", "data.synthetic", "data",                        # data sets, no netc deps
+    "data.dataset", "data.idx", "data.download", "data.mnist", "data.cifar", "data.arrays",
+    "data.images", "data.folder", "data.normalize", "data.synthetic",
+    "data",                                                            # data sets, no netc deps
     "runtime", "gradcheck", "checkpoint", "train", "cli", "__main__",
 ]
 

@@ -4,9 +4,13 @@ Names (checked before paths; write ./mnist for a folder called mnist):
   mnist-10k      the MNIST subset shipped in the package (offline; the default)
   mnist          full MNIST, from the user's cache, downloaded on first use
   fashion-mnist  full Fashion-MNIST, likewise
+  cifar10, cifar100, cifar100-coarse  CIFAR-10, CIFAR-100 with its 100 fine or 20 coarse labels,
+                 likewise (the official binary .tar.gz)
   xor, xor-signed  the four XOR points, inputs in {0,1}² or {-1,1}²
-Paths: a folder of MNIST-style IDX files, a folder holding train.csv (and maybe test.csv), or a
-single .npz or .csv file. Only numpy, the standard library and netc.errors are used here.
+Paths: a folder holding train.csv (and maybe test.csv); a folder of MNIST-style IDX files; a
+CIFAR folder (cifar-10-batches-bin/, cifar-100-binary/) or archive (cifar-10-binary.tar.gz,
+cifar-100-binary.tar.gz); a folder of images, one sub-folder per class (maybe under train/ and
+test/); a single .npz or .csv file. Only numpy, the standard library and netc.errors are used here.
 """
 from __future__ import annotations
 
@@ -16,18 +20,22 @@ from pathlib import Path
 
 from netc.errors import DataError
 
+from . import cifar
 from .arrays import load_csv, load_npz
+from .cifar import load_cifar
 from .dataset import Dataset, Split, validation_split
+from .folder import is_image_folder, load_image_folder
 from .images import load_image
 from .mnist import cache_dir, load_idx_dir, load_packaged, load_remote
 from .normalize import MODES, Normalizer
 from .synthetic import xor
 
 DEFAULT = "mnist-10k"
-NAMES = ("mnist-10k", "mnist", "fashion-mnist", "xor", "xor-signed")
+NAMES = ("mnist-10k", "mnist", "fashion-mnist", *cifar.SETS, "xor", "xor-signed")
 
 __all__ = ["DEFAULT", "MODES", "NAMES", "Dataset", "Normalizer", "Split", "cache_dir", "load",
-           "load_csv", "load_idx_dir", "load_image", "load_npz", "validation_split", "xor"]
+           "load_cifar", "load_csv", "load_idx_dir", "load_image", "load_image_folder",
+           "load_npz", "validation_split", "xor"]
 
 
 def load(source: str | os.PathLike = DEFAULT, *, download: bool = True,
@@ -41,6 +49,8 @@ def load(source: str | os.PathLike = DEFAULT, *, download: bool = True,
         return load_packaged()
     if source in ("mnist", "fashion-mnist"):
         return load_remote(str(source), download=download, mirrors=mirrors)
+    if source in cifar.SETS:
+        return cifar.load_named(str(source), download=download, mirrors=mirrors)
     if source in ("xor", "xor-signed"):
         return xor(signed=source == "xor-signed")
     path = Path(source).expanduser()
@@ -49,7 +59,15 @@ def load(source: str | os.PathLike = DEFAULT, *, download: bool = True,
             test = path / "test.csv"
             return load_csv(path / "train.csv", test if test.is_file() else None,
                             path.resolve().name)
+        # IDX files first, so a folder of them stays IDX whatever else it holds.
+        if not any(path.glob("train-images*")):
+            if cifar.detect(path) is not None:
+                return load_cifar(path)
+            if is_image_folder(path):
+                return load_image_folder(path)
         return load_idx_dir(path)
+    if path.is_file() and cifar.detect(path) is not None:
+        return load_cifar(path)
     if path.is_file() and path.suffix.lower() in (".npz", ".csv"):
         return load_npz(path) if path.suffix.lower() == ".npz" else load_csv(path)
     if path.exists():
