@@ -258,10 +258,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         dataset = data.load(config.data)
         train.fit(network, dataset, config, out=args.out, resume=args.resume)
     except train.Interrupted as e:
-        print(f"\ninterrupted: {e}", file=sys.stderr)
+        print(f"{_line_end()}interrupted: {escape(str(e))}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("\ninterrupted before training started: nothing was written", file=sys.stderr)
+        print(f"{_line_end()}interrupted before training started: nothing was written",
+              file=sys.stderr)
         return 130
     return 0
 
@@ -496,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         print(escape_lines(e.format()), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:  # anywhere: importing, reading data, compiling
-        print("\ninterrupted", file=sys.stderr)
+        print(f"{_line_end()}interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
     except BrokenPipeError:
         return _stdout_closed()
@@ -510,6 +511,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         log.removeHandler(handler)
         log.setLevel(level)
+
+
+def _line_end() -> str:
+    """Ends the line ^C and a progress bar left on a terminal; nothing for a file or a pipe."""
+    return "\n" if sys.stderr.isatty() else ""
 
 
 def escape_lines(text: str) -> str:

@@ -149,9 +149,18 @@ def prepare(network: Network, ds: Dataset, config: Config,
     val = None
     if round(config.val_split * len(train)) >= 1:  # else too few samples to hold any out
         train, val = validation_split(train, config.val_split, (config.seed, 1))
-    normalizer = normalizer or Normalizer.fit(config.normalize, train.x)
+    normalizer = normalizer or Normalizer.fit(config.normalize, train.x,
+                                              channels=image_channels(ds.train.x, train.x))
     return (*(Split(normalizer.apply(s.x), s.y) if s is not None else None
               for s in (train, val, test)), normalizer)
+
+
+def image_channels(raw: np.ndarray, fitted: np.ndarray) -> int | None:
+    """The channels of image data (N, C, H, W) that the network takes as a vector, else None:
+    such pixels are standardised per channel as images are, not each by its own statistics
+    (a border pixel lit in three images would be scaled up a hundredfold)."""
+    vector = math.prod(fitted.shape[2:]) == 1 and fitted.shape[1] > 1
+    return raw.shape[1] if raw.ndim == 4 and raw.shape[2] * raw.shape[3] > 1 and vector else None
 
 
 def data_sha256(split: Split) -> str:

@@ -107,7 +107,8 @@ def test_ctrl_c_inside_a_command_is_one_line(capsys, monkeypatch, spec):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("netc.lower.load_spec", interrupted)
-    assert run(capsys, "compile", spec, "--emit-c") == (130, "", "\ninterrupted\n")
+    # one line: no empty line before it when stderr is not a terminal (here, captured)
+    assert run(capsys, "compile", spec, "--emit-c") == (130, "", "interrupted\n")
 
 
 def test_out_of_memory_is_one_line(capsys, monkeypatch, spec):

@@ -63,6 +63,22 @@ def test_standard_on_mnist_as_vectors_stays_bounded():
     assert np.abs(norm.apply(train)).max() < 15 and np.abs(norm.apply(test)).max() < 15
 
 
+@pytest.mark.parametrize("mode", ["mean", "standard"])
+def test_images_flattened_into_vectors_keep_per_channel_statistics(mode):
+    """An `input 784` network on 1x28x28 data (or 3x32x32 as 3072): with channels= the
+    statistics are the images' own, one per channel, so the normalised inputs are the same
+    numbers as for the image-shaped network, only laid out as a vector."""
+    for x in (load().train.x[:2000], images(200)):
+        n, c = len(x), x.shape[1]
+        flat = x.reshape(n, -1, 1, 1)
+        as_images = Normalizer.fit(mode, x).apply(x).reshape(n, -1, 1, 1)
+        as_vectors = Normalizer.fit(mode, flat, channels=c)
+        assert as_vectors.shape == flat.shape[1:] and as_vectors.mean.shape == (flat.shape[1], 1, 1)
+        assert np.allclose(as_vectors.apply(flat), as_images, atol=1e-5)
+    with pytest.raises(DataError, match="not images of 3 channels"):
+        Normalizer.fit("standard", np.zeros((4, 10, 1, 1)), channels=3)
+
+
 @pytest.mark.parametrize("shape", [(5, 4, 4), (16, 16)])
 def test_pca_is_refused_on_image_samples(shape):
     with pytest.raises(DataError, match="pca whitening scrambles the pixel layout") as e:

@@ -212,6 +212,20 @@ def test_the_normaliser_is_fitted_on_the_training_part_only(tmp_path, digits):
     assert np.array_equal(again.normalizer.scale, want.scale)
 
 
+def test_an_mlp_taking_images_as_a_vector_is_normalised_as_the_image_network(tmp_path, digits):
+    """Issue 10.2: `input 784` on 28x28 digits got per-pixel statistics, and a border pixel lit
+    in a few training images became |x| in the thousands; at the default lr the loss blew up to
+    1e9. The vector network now sees the numbers the 1x28x28 one does."""
+    vector = MLP.replace("input 1x28x28", "input 784")
+    config = Config(epochs=3, lr=0.05, seed=1)
+    r = fit(netc.load(vector), digits, config, out=tmp_path / "v", **QUIET)
+    image = fit(netc.load(MLP), digits, config, out=tmp_path / "i", **QUIET)
+    assert r.normalizer.mean.shape == (784, 1, 1)
+    assert np.array_equal(r.normalizer.mean.ravel(), np.repeat(image.normalizer.mean, 784))
+    assert np.array_equal(r.normalizer.scale.ravel(), np.repeat(image.normalizer.scale, 784))
+    assert r.test.loss == pytest.approx(image.test.loss, rel=1e-4) and r.test.loss < 1.5
+
+
 def test_load_trained_gives_a_model_for_raw_inputs(tmp_path, digits):
     r = fit(netc.load(MLP), digits, Config(epochs=1), out=tmp_path, **QUIET)
     (tmp_path / "mlp.net").write_text(MLP)

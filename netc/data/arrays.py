@@ -65,7 +65,8 @@ def _labels(path: Path, key: str, y: np.ndarray, n: int) -> np.ndarray:
     if y.dtype.kind == "f":
         if not np.isfinite(y).all() or (y != np.round(y)).any():
             raise DataError(f"{path}: '{key}' must hold whole-number class labels",
-                            hint="regression targets are not supported by .npz/.csv loading")
+                            hint="a CSV holds each row's class label in its first column; "
+                                 "regression targets are not supported by .npz/.csv loading")
     elif y.dtype.kind not in "biu":
         raise DataError(f"{path}: '{key}' must hold integer class labels, got {y.dtype}")
     if y.min() < 0:

@@ -8,6 +8,7 @@ feature of (N, D) tables, over all samples and pixels, as torchvision's Normaliz
   none      x unchanged
   mean      x - mean
   standard  (x - mean) / std, no std below that of VAR_FLOOR times the mean variance
+(images flattened into a vector, `channels=`, keep their per-channel statistics)
   pca       PCA whitening over the flattened sample: project onto the principal axes (largest
             variance first) and divide each by sqrt(eigenvalue + eps); the result has identity
             covariance but no image layout any more, so it suits fully connected networks
@@ -60,6 +61,23 @@ def _floored(std: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.maximum(std, floor)
 
 
+def _grouped(x: np.ndarray, channels: int | None) -> np.ndarray:
+    """x as (N, C, pixels) when its vector samples are flattened C-channel images, else x."""
+    if channels is None or channels == x.shape[1]:
+        return x
+    if x.shape[1] % channels or math.prod(x.shape[2:]) != 1:
+        raise DataError(f"inputs of shape {x.shape[1:]} are not images of {channels} channels "
+                        f"flattened into a vector")
+    return x.reshape(len(x), channels, -1)
+
+
+def _per_index(values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Per-channel statistics as one value per index of x's axis 1 (each channel's value
+    repeated for its pixels when x holds flattened images), shaped to broadcast over x[i]."""
+    return np.repeat(values.ravel(), x.shape[1] // values.size).reshape(
+        (x.shape[1],) + (1,) * (x.ndim - 2))
+
+
 def _chunks(x: np.ndarray) -> Iterator[np.ndarray]:
     for start in range(0, len(x), _CHUNK):
         yield x[start:start + _CHUNK].astype(np.float64)
@@ -78,8 +96,12 @@ class Normalizer:
     eps: float = 0.0  # pca/zca: the relative eps it was fitted with
 
     @classmethod
-    def fit(cls, mode: str, x: np.ndarray, *, eps: float = 1e-3) -> Normalizer:
-        """Fit on training inputs x of shape (N, ...); N must be at least 1."""
+    def fit(cls, mode: str, x: np.ndarray, *, eps: float = 1e-3,
+            channels: int | None = None) -> Normalizer:
+        """Fit on training inputs x of shape (N, ...); N must be at least 1. channels: the
+        samples are images of that many channels flattened channel by channel into a vector
+        (`input 784` for 1x28x28 data), and mean/standard use per-channel statistics, as for the
+        images themselves, not per-pixel ones."""
         if mode not in MODES:
             raise DataError(f"unknown normalisation {mode!r}", hint="one of " + ", ".join(MODES))
         x = np.asarray(x)
@@ -95,14 +117,16 @@ class Normalizer:
                             hint="use zca (whitening that keeps the layout) or standard; a fully "
                                  "connected network can take its input as a vector (input 784)")
         if mode in ("mean", "standard"):
-            axes, count = (0,) + tuple(range(2, x.ndim)), x.size // x.shape[1]
-            mean = sum(c.sum(axis=axes, keepdims=True) for c in _chunks(x))[0] / count
+            grouped = _grouped(x, channels)
+            axes, count = (0,) + tuple(range(2, grouped.ndim)), grouped.size // grouped.shape[1]
+            mean = sum(c.sum(axis=axes, keepdims=True) for c in _chunks(grouped))[0] / count
             if mode == "mean":
-                return cls(mode, shape, mean.astype(np.float32))
-            var = sum(((c - mean) ** 2).sum(axis=axes, keepdims=True) for c in _chunks(x))[0]
-            std = np.sqrt(var / count)
-            scale = 1 / _floored(std, shape)
-            return cls(mode, shape, mean.astype(np.float32), scale.astype(np.float32))
+                return cls(mode, shape, _per_index(mean, x).astype(np.float32))
+            var = sum(((c - mean) ** 2).sum(axis=axes, keepdims=True)
+                      for c in _chunks(grouped))[0]
+            scale = 1 / _floored(np.sqrt(var / count), grouped.shape[1:])
+            return cls(mode, shape, _per_index(mean, x).astype(np.float32),
+                       _per_index(scale, x).astype(np.float32))
         flat = x.reshape(n, -1)
         mean = sum(c.sum(axis=0) for c in _chunks(flat)) / n
         cov = sum((c - mean).T @ (c - mean) for c in _chunks(flat)) / n
