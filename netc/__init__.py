@@ -1,13 +1,13 @@
 """netc: a compiler from a small network-description language to fast C.
 
-The API below loads on first use (PEP 562): `import netc` itself takes only the standard library,
-so the `netc` command has its Ctrl-C handling in place before numpy, lark and cffi load.
+The API below loads on first use (PEP 562): `import netc` itself imports nothing, so the `netc`
+command (netc/__main__.py) has its Ctrl-C handling in place before any other module loads.
 """
-from .errors import BuildError, DataError, InputError, NetcError, SpecError
-
 __version__ = "0.1.0"
 
-_LAZY = {"Model": "runtime", "Network": "runtime", "load": "runtime", "load_trained": "train"}
+_LAZY = {"Model": "runtime", "Network": "runtime", "load": "runtime", "load_trained": "train",
+         **dict.fromkeys(["BuildError", "DataError", "InputError", "NetcError", "SpecError"],
+                         "errors")}
 
 __all__ = ["BuildError", "DataError", "InputError", "Model", "NetcError", "Network", "SpecError",
            "__version__", "load", "load_trained"]

@@ -5,8 +5,10 @@ block a command forever, /dev/zero cannot fill memory, and a missing file gets o
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import tempfile
 from typing import BinaryIO
 
 from .errors import DataError, NetcError
@@ -51,3 +53,49 @@ def read_regular(path: str | os.PathLike, what: str, limit: int,
         raise error(f"{what} '{os.fspath(path)}' is larger than netc accepts "
                     f"({limit:,} bytes at most)")
     return data
+
+
+def write_atomic(path: str | os.PathLike, data: bytes, what: str) -> None:
+    """`path` holds `data` whole or keeps what it held: written to a temporary file beside it,
+    flushed, then renamed over it. The rename replaces a FIFO or a link in the way instead of
+    writing through it, and a full disk leaves no partial file (the temporary one is removed)."""
+    name = os.fspath(path)
+    folder = os.path.dirname(name) or "."
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(name))
+    except OSError as e:
+        raise DataError(f"cannot write {what} '{name}': {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, name)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise DataError(f"cannot write {what} '{name}': {e.strerror or e}") from None
+
+
+def append_text(path: str | os.PathLike, text: str, what: str) -> None:
+    """`text` added at the end of the regular file `path` (created if missing); a FIFO, a
+    device or a link there is refused instead of blocking or being written through."""
+    name = os.fspath(path)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(name, flags, 0o666)
+    except OSError as e:
+        raise DataError(f"cannot write {what} '{name}': {e.strerror or e}") from None
+    with os.fdopen(fd, "a", encoding="utf-8") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise DataError(f"cannot write {what} '{name}': it is "
+                            f"{_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}")
+        f.write(text)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

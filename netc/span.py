@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 # and the newlines), and nothing printed from a spec or a file name shows them raw.
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
                      "\ud800-\udfff]")
+# An error's source line is shown whole up to this many columns, else a window of them around the
+# caret: a 1 MiB one-line spec must not print 2 MB of context.
+CONTEXT_COLUMNS = 160
 
 
 def escape(text: str) -> str:
@@ -50,5 +53,11 @@ class Span:
         so the caret still points at it."""
         text = CONTROL.sub("\ufffd", self.source.line(self.line).expandtabs(1))
         end = self.end_col if self.end_line == self.line else len(text) + 1
-        width = max(1, end - self.col)
-        return f"    {text}\n    {' ' * (self.col - 1)}{'^' * width}"
+        col, width = self.col, max(1, end - self.col)
+        if len(text) > CONTEXT_COLUMNS:  # a window around the span, marked "..." where cut
+            start = max(0, min(col - 1 - CONTEXT_COLUMNS // 4, len(text) - CONTEXT_COLUMNS))
+            width = min(width, CONTEXT_COLUMNS - (col - 1 - start))
+            text = ("..." if start else "") + text[start:start + CONTEXT_COLUMNS] + (
+                "..." if start + CONTEXT_COLUMNS < len(text) else "")
+            col -= start - (3 if start else 0)
+        return f"    {text}\n    {' ' * (col - 1)}{'^' * width}"

@@ -3,6 +3,7 @@ label bytes, class names, the archive read as a stream, corrupt and hostile file
 one line, the download through the shared downloader from a local mirror, and `netc train` /
 `netc eval` end to end. The real archives are never fetched."""
 import dataclasses
+import gzip
 import hashlib
 import http.server
 import io
@@ -183,6 +184,21 @@ def test_archive_member_sizes_are_checked_before_reading(c10, tmp_path):
     archive = tar_gz(folder, tmp_path / "cifar-10-binary.tar.gz")
     assert one_line_error(data.load, archive).startswith(
         f"{archive}:cifar-10-batches-bin/test_batch.bin: 6,151 bytes is not 1 to 10,000 whole")
+
+
+def test_a_long_name_header_declaring_gigabytes_is_refused_within_the_cap(tmp_path):
+    """tarfile reads a GNU long-name header whole, before the loop sees the member; a 1.3 MB
+    archive declaring a 300 MB name used to be read into memory (8 GiB is possible)."""
+    header = tarfile.TarInfo("././@LongLink")
+    header.type, header.size = tarfile.GNUTYPE_LONGNAME, 300 << 20
+    archive = tmp_path / "cifar-10-binary.tar.gz"
+    with gzip.open(archive, "wb", compresslevel=1) as gz:
+        gz.write(header.tobuf(format=tarfile.GNU_FORMAT))
+        for _ in range(300):
+            gz.write(b"a" * (1 << 20))
+    message = one_line_error(data.load, archive)
+    assert message == (f"{archive}: more than {cifar._MAX_ARCHIVE_BYTES + (1 << 20):,} bytes of "
+                       "tar data: not an official archive")
 
 
 def test_archive_without_the_files_is_refused(tmp_path):

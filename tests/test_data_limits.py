@@ -109,3 +109,17 @@ def test_a_csv_folder_is_named_after_the_folder(tmp_path):
     (folder / "train.csv").write_text("0,1\n1,2\n")
     assert load(folder).name == "my-digits"
     assert load(folder / "train.csv").name == "train"
+
+
+@pytest.mark.parametrize("label", [1e19, 2**63, 2**64 - 1])
+def test_a_label_beyond_int64_is_refused_not_wrapped(tmp_path, label):
+    """astype(int64) turned 1e19 into -9223372036854775808, after a numpy RuntimeWarning."""
+    y = np.array([0, 1, label], np.float64 if isinstance(label, float) else np.uint64)
+    np.savez(tmp_path / "big.npz", x=np.zeros((3, 4), np.float32), y=y)
+    with pytest.raises(DataError, match=r"holds the label .*, beyond any network's outputs"):
+        load(tmp_path / "big.npz")
+
+
+def test_an_empty_data_name_is_not_the_current_folder():
+    with pytest.raises(DataError, match="no data set given"):
+        load("")

@@ -236,3 +236,15 @@ def test_an_input_of_2_to_the_31_elements_is_refused_at_its_size():
                    "netc's limit of 2,147,483,647 (2**31 - 1)"
     assert caret == "    " + " " * 6 + "^" * 13
     assert load_spec("input 2147483647\nrelu\n").input == (2**31 - 1, 1, 1)
+
+
+def test_an_error_deep_in_a_long_line_shows_a_window_around_the_caret():
+    """A 1 MB one-line spec used to print the whole line and a 1 MB caret line."""
+    from netc.span import CONTEXT_COLUMNS, Source, Span
+    for before, after in ((10**6, 10**6), (0, 10**6), (10**6, 0), (10, 10)):
+        text = "x" * before + "BAD" + "y" * after
+        line, carets = Span(Source("a.net", text), 1, before + 1, 1, before + 4).context() \
+            .split("\n")
+        assert len(line) <= 4 + 3 + CONTEXT_COLUMNS + 3  # indent, "..." on each side
+        at = carets.index("^")
+        assert carets.strip() == "^^^" and line[at:at + 3] == "BAD"

@@ -45,6 +45,8 @@ def load(source: str | os.PathLike = DEFAULT, *, download: bool = True,
     download=False never touches the network; mirrors overrides the base URLs tried for a named
     set (else $NETC_DATA_MIRRORS, else the standard mirrors).
     """
+    if not str(source):  # Path("") would quietly mean the current folder
+        raise DataError("no data set given: name one or give a path")
     if source == "mnist-10k":
         return load_packaged()
     if source in ("mnist", "fashion-mnist"):

@@ -58,6 +58,9 @@ def _features(path: Path, key: str, x: np.ndarray) -> np.ndarray:
     return out[:, None] if out.ndim == 3 else out
 
 
+_MAX_LABEL = 2**31 - 1  # a class index the generated C can hold (an int)
+
+
 def _labels(path: Path, key: str, y: np.ndarray, n: int) -> np.ndarray:
     if y.shape != (n,):
         raise DataError(f"{path}: '{key}' must have shape ({n},) to match the inputs, "
@@ -71,6 +74,9 @@ def _labels(path: Path, key: str, y: np.ndarray, n: int) -> np.ndarray:
         raise DataError(f"{path}: '{key}' must hold integer class labels, got {y.dtype}")
     if y.min() < 0:
         raise DataError(f"{path}: '{key}' holds the negative label {y.min():g}")
+    if y.max() > _MAX_LABEL:  # beyond int64 (as float or uint64), where astype would wrap
+        raise DataError(f"{path}: '{key}' holds the label {y.max():g}, beyond any network's "
+                        "outputs")
     return y.astype(np.int64)
 
 

@@ -33,6 +33,7 @@ MIRRORS = ("https://www.cs.toronto.edu/~kriz/",)
 _MAX_MEMBERS = 64
 _MAX_ARCHIVE_BYTES = 1 << 28
 _MAX_NAMES_BYTES = 1 << 16
+_MAX_HEADER_BYTES = 1 << 20  # all tar headers together: 512 bytes a member, long names too
 _MAX_TAIL_BYTES = 1 << 20  # the zero blocks after a tar's last member: 10 KiB or less, as tar pads
 
 
@@ -169,7 +170,8 @@ def read_archive(path: str | Path, labels: Labels, name: str | None = None) -> D
     # EOFError and a wrong CRC BadGzipFile, once the stream is read to its end below.
     with open_regular(path, f"{release.name} archive") as fh, gzip.GzipFile(fileobj=fh) as gz:
         try:
-            with tarfile.open(fileobj=gz, mode="r|") as tar:
+            capped = _Capped(gz, _MAX_ARCHIVE_BYTES + _MAX_HEADER_BYTES, path)
+            with tarfile.open(fileobj=capped, mode="r|") as tar:
                 for member in tar:
                     members += 1
                     declared += member.size
@@ -208,6 +210,24 @@ def read_archive(path: str | Path, labels: Labels, name: str | None = None) -> D
                         hint=f"is it {release.archive}?")
     return _build(name or labels.release.name, labels, lambda f: f"{path}:{release.folder}/{f}",
                   files)
+
+
+class _Capped:
+    """The decompressed stream, refused past `limit` bytes in all. tarfile reads a member's
+    long-name or pax header whole, as large as the header declares (up to 8 GiB), before netc
+    sees the member; capping the stream bounds those reads too."""
+
+    def __init__(self, raw, limit: int, path: Path):
+        self.raw, self.limit, self.path, self.total = raw, limit, path, 0
+
+    def read(self, n: int = -1) -> bytes:
+        room = self.limit - self.total + 1  # a byte past the limit proves the excess
+        data = self.raw.read(room if n is None or n < 0 else min(n, room))
+        self.total += len(data)
+        if self.total > self.limit:
+            raise DataError(f"{self.path}: more than {self.limit:,} bytes of tar data: not an "
+                            "official archive")
+        return data
 
 
 def detect(path: Path) -> Labels | None:
