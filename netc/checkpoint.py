@@ -28,6 +28,7 @@ import numpy as np
 
 from . import __version__
 from .data import MODES, Normalizer
+from .data.augment import Augment
 from .errors import DataError, NetcError
 from .files import open_regular
 from .lower import lower
@@ -63,6 +64,7 @@ class Config:
     threads: int = 1  # OpenMP threads over each batch; results depend on it unless deterministic
     deterministic: bool = False  # fixed batch chunks: the same results for any thread count
     early_stop: int = 0  # stop after this many epochs without a better validation loss; 0: off
+    augment: str = ""  # training batches only, e.g. "crop:4,flip" (data/augment.py); "": off
 
     def __post_init__(self):
         if self.batch == "full":  # as the CLI's --batch full
@@ -80,6 +82,7 @@ class Config:
                    "epochs ≥ 1, batch ≥ 0 and threads ≥ 1"),
                   (0 <= self.val_split < 1, "val_split must be in [0, 1)"),
                   (self.early_stop >= 0, "early_stop must be ≥ 0"),
+                  (self.seed >= 0, "seed must be ≥ 0"),
                   (self.early_stop == 0 or self.val_split > 0,
                    "early stopping watches the validation loss: give a val_split > 0"),
                   (all(v >= 0 for v in (self.lr, self.momentum, self.weight_decay)),
@@ -87,6 +90,10 @@ class Config:
         for ok, message in checks:
             if not ok:
                 raise NetcError(f"bad training option: {message}")
+        try:
+            Augment.parse(self.augment)
+        except NetcError as e:
+            raise NetcError(f"bad training option: {e.message}") from None
 
     @classmethod
     def from_dict(cls, d: dict) -> Config:
@@ -97,7 +104,7 @@ _KINDS = {"data": "a string", "epochs": "an integer", "batch": "an integer or 'f
           "lr": _REAL, "momentum": _REAL, "weight_decay": _REAL, "optimizer": "a string",
           "schedule": "a string", "normalize": "a string", "val_split": _REAL,
           "seed": "an integer", "threads": "an integer", "deterministic": "true or false",
-          "early_stop": "an integer"}
+          "early_stop": "an integer", "augment": "a string"}
 
 
 def _is(value, kind: str) -> bool:
@@ -198,6 +205,9 @@ def _read(path: Path, zf: zipfile.ZipFile, size: int) -> Checkpoint:
     if meta["classes"] is not None and len(meta["classes"]) != classes:
         raise DataError(f"{path}: it names {len(meta['classes'])} classes, its network has "
                         f"{classes}")
+    if meta.get("samples") and math.prod(meta["samples"]["shape"]) > math.prod(network.net.input):
+        raise DataError(f"{path}: its training samples of shape {meta['samples']['shape']} "
+                        f"are larger than its network's input {network.net.input}")
     want = _members(network, meta)
     _check_members(path, headers, want, math.prod(network.net.input))
     arrays = {name: _load(zf, info) for name, (_, _, info) in headers.items() if name != "meta"}
@@ -286,7 +296,15 @@ def _check_meta(path: Path, meta) -> Config:
     if classes is not None and not (isinstance(classes, list)
                                     and all(isinstance(c, str) for c in classes)):
         raise bad("classes", "a list of names or null")
-    missing = [f.name for f in fields(Config) if f.name not in meta["config"]]
+    samples = meta.get("samples")  # optional: older checkpoints lack it (docs/training.md)
+    if samples is not None and not (
+            isinstance(samples, dict) and set(samples) == {"shape", "border_mean"}
+            and isinstance(samples["shape"], list) and len(samples["shape"]) == 3
+            and all(_is(n, "an integer") and n > 0 for n in samples["shape"])
+            and _is(samples["border_mean"], _REAL)):
+        raise bad("samples", "null or an object with a shape [C, H, W] and a border_mean")
+    # a checkpoint written before augmentation existed has no `augment`: it trained without
+    missing = [f.name for f in fields(Config) if f.name not in meta["config"] | {"augment": ""}]
     if missing:
         raise DataError(f"{path}: its config lacks {', '.join(missing)}")
     try:

@@ -20,13 +20,13 @@ import json
 import logging
 import math
 import os
-import shutil
 import signal
 import sys
 from pathlib import Path
 
 from . import __version__
 from .errors import NetcError
+from .files import write_atomic
 from .span import escape
 
 MAX_COMBINATIONS = 256  # a comparison table longer than this is a typo, not a study
@@ -95,6 +95,16 @@ def _positive(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {text!r}")
     return value
 
 
@@ -177,13 +187,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     c_path, h_path, so_path = (out / f"{source.name}{ext}" for ext in (".c", ".h", ".so"))
-    c_path.write_text(source.text)
-    h_path.write_text(source.header)
-    shutil.copyfile(lib.path, so_path)
+    # Each file whole or not at all (a full disk leaves no truncated .so), never through a link.
+    write_atomic(c_path, source.text.encode(), "the C source")
+    write_atomic(h_path, source.header.encode(), "the C header")
+    write_atomic(so_path, lib.path.read_bytes(), "the library")
     plan = network.plan(args.batch, args.dtype, args.optimizer)
-    print(f"wrote {c_path}, {h_path}, {so_path}\n{network.net.name}: batch 1 to {args.batch}, "
-          f"{args.dtype}, {args.optimizer}; the library needs {plan.total_bytes:,} bytes "
-          f"(mem {plan.mem_size:,} reals, imem {plan.imem_size:,} ints; docs/api.md)")
+    print(escape_lines(f"wrote {c_path}, {h_path}, {so_path}\n{network.net.name}: batch 1 to "
+                       f"{args.batch}, {args.dtype}, {args.optimizer}; the library needs "
+                       f"{plan.total_bytes:,} bytes (mem {plan.mem_size:,} reals, imem "
+                       f"{plan.imem_size:,} ints; docs/api.md)"))
     return 0
 
 
@@ -219,7 +231,7 @@ def _check_train_batch(network, batch: int) -> None:
 
 TRAIN_OPTIONS = ("data", "epochs", "batch", "lr", "momentum", "weight_decay", "optimizer",
                  "schedule", "normalize", "val_split", "seed", "threads", "deterministic",
-                 "early_stop")
+                 "early_stop", "augment")
 
 
 def _trained_network(args: argparse.Namespace, ckpt=None):
@@ -256,7 +268,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if config.batch:  # 0: the whole training set
             _check_train_batch(network, config.batch)
         dataset = data.load(config.data)
-        train.fit(network, dataset, config, out=args.out, resume=args.resume)
+        # paths and data set names from the command line reach stdout escaped
+        train.fit(network, dataset, config, out=args.out, resume=args.resume,
+                  echo=lambda line: print(escape_lines(line)))
     except train.Interrupted as e:
         print(f"{_line_end()}interrupted: {escape(str(e))}", file=sys.stderr)
         return 130
@@ -296,8 +310,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     trained = train.load_trained(_trained_network(args, ckpt), ckpt, batch=1)
     names = trained.classes
     for path in args.inputs:
-        # The network's input size bounds the image, checked from its header before decoding.
-        image = data.load_image(path, int(np.prod(trained.model.input_shape)))
+        if args.raw:  # the network's input size bounds the image, checked from its header
+            image = data.load_image(path, int(np.prod(trained.model.input_shape)))
+        else:
+            image, notes = trained.conform(data.load_image(path, keep_channels=True))
+            if notes:  # on stderr: stdout is the prediction, clean JSON with --json
+                print(escape(f"note: {path}: {', '.join(notes)}"), file=sys.stderr)
         probs = trained.predict(image[None], path)[0].astype(float)
         if len(probs) == 1:  # one output: the probability of class 1
             probs = np.array([1 - probs[0], probs[0]])
@@ -399,7 +417,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_defines(p)
     p.add_argument("--tol", type=_tolerance, default=1e-6,
                    help="the largest relative error that passes (default 1e-6)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data and weights (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the data and weights (default 0)")
     p.add_argument("--batch", type=_positive, default=3, metavar="N",
                    help="samples in the random batch (default 3)")
     p.add_argument("--coords", type=_positive, default=24, metavar="N",
@@ -434,7 +452,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="input standardisation fitted on the training split (default standard)")
     p.add_argument("--val-split", type=_fraction, metavar="F",
                    help="fraction of the training set held out for validation (default 0.1)")
-    p.add_argument("--seed", type=int, help="seed of weights, split, shuffling, dropout "
+    p.add_argument("--seed", type=_seed, help="seed of weights, split, shuffling, dropout "
                                             "(default 0)")
     p.add_argument("--threads", type=_threads, metavar="N",
                    help="threads per step (default 1); the same threads give the same results")
@@ -442,6 +460,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="fixed batch chunks: the same results whatever the thread count")
     p.add_argument("--early-stop", type=int, metavar="N",
                    help="stop after N epochs without a better validation loss (default off)")
+    p.add_argument("--augment", metavar="OPS",
+                   help="random changes to training batches only: a comma-separated list of "
+                        "crop:P, shift:S and flip, e.g. crop:4,flip; none for off (default off)")
     p.add_argument("--out", metavar="DIR",
                    help="where checkpoints and the log go (default runs/<network>, or the "
                         "resumed checkpoint's folder)")
@@ -460,8 +481,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "predict", help="classify images with a trained network",
-        description="Print the class and probabilities of each INPUT (.png, .pgm or .npy; "
-                    "zero-padded to the network's input and standardised as in training).")
+        description="Print the class and probabilities of each INPUT (.png, .pgm or .npy). "
+                    "Each is fitted to the training images: channels converted, resized, "
+                    "inverted when its background is the opposite of theirs (a 'note:' line "
+                    "on stderr says what was done), zero-padded to the network's input and "
+                    "standardised as in training. Details: docs/training.md.")
     p.add_argument("file", metavar="FILE", help="the .net spec the checkpoint was trained on")
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint.npz written by netc train")
     p.add_argument("inputs", metavar="INPUT", nargs="+", help="image files")
@@ -470,6 +494,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="how many classes to list (default 3)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per input with every probability")
+    p.add_argument("--raw", action="store_true",
+                   help="no conversion, resizing or inversion: the image must already fit "
+                        "(PNG colour becomes gray)")
     p.set_defaults(run=cmd_predict)
 
     return parser

@@ -22,8 +22,11 @@ import numpy as np
 
 from . import checkpoint
 from .checkpoint import Config  # noqa: F401  (stored in every checkpoint, so defined there)
-from .data import Dataset, Normalizer, Split, validation_split
+from .data import Dataset, Normalizer, Split, picture, validation_split
+from .codegen.views import identifier
+from .data.augment import Augment
 from .errors import DataError, NetcError
+from .files import append_text, write_atomic
 from .lower import declared_params
 from .runtime import Model, Network, load
 
@@ -139,11 +142,12 @@ def prepare_split(network: Network, split: Split | None, normalizer: Normalizer 
 
 
 def prepare(network: Network, ds: Dataset, config: Config,
-            normalizer: Normalizer | None = None) -> tuple[Split, Split | None, Split | None,
-                                                             Normalizer]:
+            normalizer: Normalizer | None = None, *,
+            normalize_train: bool = True) -> tuple[Split, Split | None, Split | None, Normalizer]:
     """(train, validation, test, normalizer): both splits checked before any work, the
     validation split seeded by config.seed, the normalizer fitted on the training part only
-    (or the given one, as when resuming)."""
+    (or the given one, as when resuming). normalize_train=False leaves the training split raw,
+    for augmentation before whitening (_whitens)."""
     train = prepare_split(network, ds.train, None, f"{ds.name} (train)")
     test = prepare_split(network, ds.test, None, f"{ds.name} (test)")
     val = None
@@ -151,8 +155,9 @@ def prepare(network: Network, ds: Dataset, config: Config,
         train, val = validation_split(train, config.val_split, (config.seed, 1))
     normalizer = normalizer or Normalizer.fit(config.normalize, train.x,
                                               channels=image_channels(ds.train.x, train.x))
-    return (*(Split(normalizer.apply(s.x), s.y) if s is not None else None
-              for s in (train, val, test)), normalizer)
+    return (train if not normalize_train else Split(normalizer.apply(train.x), train.y),
+            *(Split(normalizer.apply(s.x), s.y) if s is not None else None for s in (val, test)),
+            normalizer)
 
 
 def image_channels(raw: np.ndarray, fitted: np.ndarray) -> int | None:
@@ -166,8 +171,8 @@ def image_channels(raw: np.ndarray, fitted: np.ndarray) -> int | None:
 def data_sha256(split: Split) -> str:
     """The fingerprint of a training split (inputs and labels) that --resume compares."""
     h = hashlib.sha256(str((split.x.shape, split.y.shape)).encode())
-    h.update(memoryview(split.x).cast("B"))
-    h.update(memoryview(np.ascontiguousarray(split.y)).cast("B"))
+    for array in (split.x, split.y):  # as bytes; an empty array too (memoryview.cast refuses)
+        h.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
     return h.hexdigest()
 
 
@@ -235,6 +240,21 @@ class Trained:
         x = np.asarray(x, np.float32)
         return self.normalizer.apply(fit_input(x, self.model.net.input, name))
 
+    def conform(self, image: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """A person's (C, H, W) image in [0, 1] fitted to the training samples (channels, size,
+        background polarity; docs/training.md), and each change in words. Without the training
+        samples' description (a checkpoint from before the `samples` meta field, or trained on
+        features, not images): fitted to the network's input instead, an image that fits it
+        left to be padded, never inverted."""
+        samples = self.checkpoint.meta.get("samples")
+        if samples is not None:
+            c, h, w = samples["shape"]
+            return picture.conform(image, c, (h, w), background=samples["border_mean"])
+        shape = self.model.net.input
+        if len(shape) != 3:  # features: nothing to fit an image to
+            return image, []
+        return picture.conform(image, shape[0], shape[1:], resize_smaller=False)
+
     def predict(self, x: np.ndarray, name: str = "the inputs") -> np.ndarray:
         """Outputs (N, K) of raw inputs: class probabilities when the network ends in softmax."""
         return predict(self.model, self.prepare(x, name))
@@ -263,6 +283,14 @@ def load_trained(spec: Network | str | os.PathLike,
 
 
 # ---- training
+
+def _whitens(mode: str) -> bool:
+    """Whether a normalisation mode mixes pixels (pca, zca): augmentation must then move raw
+    pixels and normalise each batch. The other modes act on each pixel alone, per channel, so
+    moving normalised pixels, with a border of what black (0) normalises to, gives the same
+    batch and costs nothing more per step."""
+    return mode in ("pca", "zca")
+
 
 def lr_at(config: Config, epoch: int) -> float:
     """The learning rate of epoch (0-based)."""
@@ -355,8 +383,13 @@ def fit(network: Network, dataset: Dataset, config: Config = Config(), *,
                             hint="the normalisation, the validation split and early stopping "
                                  "were all fitted to that data; to train on this data, start "
                                  "a new run (without --resume)")
-    out = Path(out or (ckpt.path.parent if ckpt else Path("runs") / network.net.name))
-    train, val, test, norm = prepare(network, dataset, config, ckpt and ckpt.normalizer)
+    augment = Augment.parse(config.augment)
+    augment.check(network.net.input)
+    # The default folder is named like the library: a spec's name is no path ("../x", "/etc").
+    out = Path(out or (ckpt.path.parent if ckpt else Path("runs") / identifier(network.net.name)))
+    mode = ckpt.normalizer.mode if ckpt else config.normalize
+    train, val, test, norm = prepare(network, dataset, config, ckpt and ckpt.normalizer,
+                                     normalize_train=not (augment and _whitens(mode)))
     with _locked(out):
         run = _Run(network, dataset, config, out, ckpt, norm, fingerprint, echo, save_every)
         try:
@@ -386,7 +419,12 @@ class _Run:
     def go(self, train: Split, val: Split | None, test: Split | None, flags,
            progress: bool) -> Result:
         config, state, echo, paths = self.config, self.state, self.echo, self.paths
-        k, n = outputs(self.network), len(train)
+        k, n, augment = outputs(self.network), len(train), Augment.parse(config.augment)
+        if augment:  # the training split is raw when whitened (fit), else normalised
+            whitened = _whitens(self.norm.mode)
+            black = None if whitened else \
+                self.norm.apply(np.zeros((1, *train.x.shape[1:]), np.float32))[0, :, 0, 0]
+            padded = augment.pad(train.x, fill=black)
         model = self.model = self.network.compile(
             batch=config.batch or n, optimizer=config.optimizer, flags=flags,
             threads=config.threads, deterministic=config.deterministic)
@@ -397,7 +435,8 @@ class _Run:
         else:
             model.init(config.seed)
             paths["best"].unlink(missing_ok=True)  # an earlier run's
-        self.log.write_text("".join(json.dumps(r) + "\n" for r in state.history))
+        write_atomic(self.log, "".join(json.dumps(r) + "\n" for r in state.history).encode(),
+                     "the training log")
         last = model.plan.buffer(f"{model.net.layers[-1].label}.out")
         out_view = model.mem[last.offset:last.offset + last.size].reshape(model.batch, -1)
         hyper = dict(momentum=config.momentum, weight_decay=config.weight_decay)
@@ -418,10 +457,15 @@ class _Run:
             bar = _Progress(sys.stderr, progress, f"epoch {state.epoch + 1}/{config.epochs}",
                             sum(map(len, batches)))
             total, correct, seen = 0.0, 0, 0
+            # A generator per epoch, derived from the seed: a resumed run draws what an
+            # uninterrupted one would, with nothing more in the checkpoint.
+            moves = np.random.default_rng((config.seed, 2, state.epoch)) if augment else None
             for i, idx in enumerate(batches):
                 labels = train.y[idx]
-                loss = model.train_step(train.x[idx], _target(labels, k, model.dtype), lr=lr,
-                                        **hyper)
+                x = augment.take(padded, idx, moves) if augment else train.x[idx]
+                if augment and whitened:
+                    x = self.norm.apply(x)
+                loss = model.train_step(x, _target(labels, k, model.dtype), lr=lr, **hyper)
                 if not math.isfinite(loss):
                     bar.close()
                     self._diverged(loss, i + 1, lr)
@@ -447,8 +491,7 @@ class _Run:
                 state.stale += 1
             self.latest = self._snapshot()
             echo(_epoch_line(record, config.epochs))
-            with self.log.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_text(self.log, json.dumps(record) + "\n", "the training log")
             if config.early_stop and improved:
                 self._write(paths["best"], self.latest)
             stopping = state.epoch == config.epochs or 0 < config.early_stop <= state.stale
@@ -465,10 +508,10 @@ class _Run:
         if result is not None:
             echo(f"test accuracy {100 * result.accuracy:.2f}% ({result.errors:,} errors in "
                  f"{result.count:,}), loss {result.loss:.4f}")
-            with self.log.open("a") as f:
-                f.write(json.dumps({"test_loss": result.loss, "test_acc": result.accuracy,
-                                    "test_errors": result.errors, "test_count": result.count,
-                                    "checkpoint": str(used)}) + "\n")
+            append_text(self.log, json.dumps({
+                "test_loss": result.loss, "test_acc": result.accuracy,
+                "test_errors": result.errors, "test_count": result.count,
+                "checkpoint": str(used)}) + "\n", "the training log")
         echo(f"checkpoint: {used}  (log: {self.log})")
         return Result(model, state.history, result, used, self.norm)
 
@@ -477,6 +520,7 @@ class _Run:
         return _Snapshot(s.epoch, checkpoint.tensors(self.model), {
             "config": asdict(self.config), "classes": self._classes(),
             "data_sha256": self.fingerprint, "shuffle_rng": self.shuffle.bit_generator.state,
+            "samples": picture.describe(self.dataset.train.x),  # what predict fits images to
             "state": {"epoch": s.epoch, "best_loss": s.best_loss, "best_epoch": s.best_epoch,
                       "stale": s.stale}})
 
@@ -542,7 +586,8 @@ def _header(network: Network, model: Model, ds: Dataset, config: Config, train: 
             f"{model.batch}, {_plural(config.epochs, 'epoch')}, "
             f"normalize {config.normalize}, seed {config.seed}"
             + (f", {config.threads} threads" if config.threads > 1 else "")
-            + (", deterministic" if config.deterministic else ""))
+            + (", deterministic" if config.deterministic else "")
+            + (f", augment {config.augment}" if Augment.parse(config.augment) else ""))
 
 
 def _epoch_line(r: dict, epochs: int) -> str:

@@ -16,7 +16,8 @@ PIPELINE = [
     "codegen.env", "codegen.views", "codegen",                         # IR → C text
     "build",                                                           # C text → loaded library
     "data.dataset", "data.idx", "data.download", "data.mnist", "data.cifar", "data.arrays",
-    "data.images", "data.folder", "data.normalize", "data.synthetic",
+    "data.images", "data.picture", "data.folder", "data.normalize", "data.synthetic",
+    "data.augment",
     "data",                                                            # data sets, no netc deps
     "runtime", "gradcheck", "checkpoint", "train", "cli", "__main__",
 ]

@@ -226,6 +226,29 @@ def test_an_mlp_taking_images_as_a_vector_is_normalised_as_the_image_network(tmp
     assert r.test.loss == pytest.approx(image.test.loss, rel=1e-4) and r.test.loss < 1.5
 
 
+def test_the_default_run_folder_is_no_path_a_spec_chooses(tmp_path, digits, monkeypatch):
+    """A shared spec named "../../escaped" or "/tmp/x" wrote its checkpoint there."""
+    monkeypatch.chdir(tmp_path)
+    for name, folder in (("../../escaped", "______escaped"), ("/abs/run", "_abs_run"),
+                         ("..", "__")):
+        spec = MLP.replace("network mlp", f'network "{name}"')
+        r = fit(netc.load(spec), digits, Config(epochs=1), **QUIET)
+        assert r.checkpoint == Path("runs") / folder / "checkpoint.npz"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
+def test_data_with_no_features_is_a_shape_error(tmp_path):
+    np.savez(tmp_path / "empty.npz", x=np.zeros((20, 0), np.float32), y=np.arange(20) % 3)
+    with pytest.raises(DataError, match="has samples of shape 0, the network's input is 1x28x28"):
+        fit(netc.load(MLP), data.load(tmp_path / "empty.npz"), Config(epochs=1),
+            out=tmp_path / "run", **QUIET)
+
+
+def test_a_negative_seed_is_a_bad_option():
+    with pytest.raises(NetcError, match="seed must be ≥ 0"):
+        Config(seed=-1)
+
+
 def test_load_trained_gives_a_model_for_raw_inputs(tmp_path, digits):
     r = fit(netc.load(MLP), digits, Config(epochs=1), out=tmp_path, **QUIET)
     (tmp_path / "mlp.net").write_text(MLP)

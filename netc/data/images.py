@@ -1,7 +1,8 @@
 """Single images for `netc predict`: .png, .pgm and .npy files to float32 (C, H, W) in [0, 1].
 
 PNG and PGM are decoded here (zlib and the standard library only, no Pillow) and come out as one
-gray channel, (1, H, W). Nothing is resized or inverted: MNIST digits are white on black.
+gray channel, (1, H, W), or a PNG with its channels as stored. Nothing is resized or inverted
+here: picture.py fits an image to a network for `netc predict`.
 Every size is checked against its limit from the header, before anything is decompressed or
 allocated, so a small file cannot claim gigabytes.
 """
@@ -23,7 +24,7 @@ from .arrays import npy_header
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # colour type -> samples per pixel (gray, RGB, +alpha)
-_LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601-2, what Pillow's convert("L") uses
+LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601-2, what Pillow's convert("L") uses
 _PGM_NUMBER = re.compile(rb"(?:\s|#[^\n]*(?:\n|$))*(\d+)")  # whitespace/comments, then a number
 # The most samples (width x height x channels) an image may decode to: 4096x4096 gray or 2048x2048
 # RGBA. Decoding that much peaks at 330 MB (16-bit RGBA), and takes 10 s if every row is Paeth.
@@ -31,28 +32,36 @@ MAX_SAMPLES = 1 << 24
 _MAX_FILE_BYTES = 1 << 27  # room for MAX_SAMPLES 16-bit samples stored, or written as P2 text
 
 
-def load_image(path: str | Path, max_values: int | None = None) -> np.ndarray:
+def load_image(path: str | Path, max_values: int | None = None, *,
+               keep_channels: bool = False) -> np.ndarray:
     """float32 (C, H, W) in [0, 1]; the format is chosen by the suffix. An image of more than
     max_values values (C x H x W, what the caller can use, e.g. a network's input size) is
-    refused from its header."""
+    refused from its header. keep_channels: a PNG's channels as stored (gray, gray + alpha, RGB
+    or RGBA: 1 to 4, alpha last) instead of one gray channel."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".png", ".pgm", ".npy"):
         raise DataError(f"{path}: unsupported image type {suffix or '(none)'}",
                         hint="use .png, .pgm or .npy")
-    limits = _Limits(path, max_values)
+    limits = _Limits(path, max_values, keep_channels)
     if suffix == ".npy":
         return _npy(path, limits)
     data = read_regular(path, "image", _MAX_FILE_BYTES)
-    gray = _png(path, data, limits) if suffix == ".png" else _pgm(path, data, limits)
+    if suffix == ".pgm":
+        return _pgm(path, data, limits)[None].astype(np.float32)
+    samples = _png(path, data, limits)
+    if keep_channels:
+        return np.moveaxis(samples, -1, 0).astype(np.float32)
+    # Alpha is ignored, as in Pillow's convert("L").
+    gray = samples[..., 0] if samples.shape[-1] <= 2 else samples[..., :3] @ LUMA
     return gray[None].astype(np.float32)
 
 
 class _Limits:
     """The two size checks every format makes from its header."""
 
-    def __init__(self, path: Path, max_values: int | None):
-        self.path, self.max_values = path, max_values
+    def __init__(self, path: Path, max_values: int | None, keep_channels: bool):
+        self.path, self.max_values, self.keep_channels = path, max_values, keep_channels
 
     def check(self, shape: tuple[int, ...], samples: int) -> None:
         """shape: the (C, H, W) image the header declares, as load_image will return it;
@@ -116,7 +125,8 @@ def _png(path: Path, data: bytes, limits: _Limits) -> np.ndarray:
                         f"{'interlaced' if interlace else 'not interlaced'})",
                         hint="save as 8- or 16-bit gray, RGB or RGBA without interlacing")
     channels = _PNG_CHANNELS[colour]
-    limits.check((1, height, width), height * width * channels)
+    limits.check((channels if limits.keep_channels else 1, height, width),
+                 height * width * channels)
     bpp = channels * depth // 8  # bytes per pixel, the distance the filters look back
     stride = width * bpp
     expected = height * (stride + 1)
@@ -138,9 +148,7 @@ def _png(path: Path, data: bytes, limits: _Limits) -> np.ndarray:
     for r in range(height):
         pixels[r] = prev = _unfilter(path, rows[r, 0], rows[r, 1:], prev, bpp)
     samples = pixels.view(">u2") if depth == 16 else pixels
-    samples = samples.reshape(height, width, channels) / (2 ** depth - 1)
-    # Alpha is ignored, as in Pillow's convert("L").
-    return samples[..., 0] if channels <= 2 else samples[..., :3] @ _LUMA
+    return samples.reshape(height, width, channels) / (2 ** depth - 1)
 
 
 def _unfilter(path: Path, kind: int, line: np.ndarray, prev: np.ndarray, bpp: int) -> np.ndarray:
