@@ -174,6 +174,24 @@ def _one_network(args: argparse.Namespace, what: str):
     return network
 
 
+# ---- netc diagram
+
+def cmd_diagram(args: argparse.Namespace) -> int:
+    from . import diagram
+    suffix = Path(args.out).suffix.lower() if args.out else None
+    if suffix is not None and suffix not in diagram.FORMATS:
+        raise NetcError(f"-o: the file name must end in {', '.join(diagram.FORMATS)}, "
+                        f"got {_shown(args.out)}")
+    network = _one_network(args, "diagram draws")
+    text = diagram.dot(network.net, network.analysis)
+    if suffix is None:
+        sys.stdout.write(text)
+        return 0
+    write_atomic(args.out, diagram.image(text, suffix), "the diagram")
+    print(escape_lines(f"wrote {args.out}"))
+    return 0
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from . import build
     network = _one_network(args, "compile builds")
@@ -268,9 +286,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         if config.batch:  # 0: the whole training set
             _check_train_batch(network, config.batch)
         dataset = data.load(config.data)
+        curves = _live_curves()
         # paths and data set names from the command line reach stdout escaped
         train.fit(network, dataset, config, out=args.out, resume=args.resume,
-                  echo=lambda line: print(escape_lines(line)))
+                  echo=lambda line: print(escape_lines(line)), on_log=curves and curves.update)
+        if curves and curves.finish():
+            print(escape(f"curves: {curves.path}"))
     except train.Interrupted as e:
         print(f"{_line_end()}interrupted: {escape(str(e))}", file=sys.stderr)
         return 130
@@ -278,6 +299,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"{_line_end()}interrupted before training started: nothing was written",
               file=sys.stderr)
         return 130
+    return 0
+
+
+def _live_curves():
+    """DIR/curves.png drawn while training, or None without matplotlib: the plot extra is
+    optional, and training goes on without it, silently (docs/training.md)."""
+    from . import plot
+    try:
+        return plot.LiveCurves()
+    except NetcError:
+        return None
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from . import plot
+    plot.plot(args.runs, args.out)
+    print(escape(f"curves: {args.out}"))
     return 0
 
 
@@ -390,6 +428,19 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_report)
 
     p = commands.add_parser(
+        "diagram", help="draw a spec as a Graphviz diagram (DOT, SVG or PNG)",
+        description="One box per layer (label, type and arguments, parameters), coloured by "
+                    "kind, edges labelled with the shape that flows on them, each copy of a "
+                    "( )*N repetition in a dashed box. Prints the DOT text, or writes -o FILE: "
+                    ".dot as text, .svg and .png rendered by Graphviz's dot program. "
+                    "Details: docs/diagram.md.")
+    p.add_argument("file", metavar="FILE", help="a .net spec")
+    _add_defines(p)
+    p.add_argument("-o", dest="out", metavar="FILE",
+                   help="write FILE (.dot, .svg or .png) instead of printing the DOT text")
+    p.set_defaults(run=cmd_diagram)
+
+    p = commands.add_parser(
         "compile", help="generate the C for a spec and build it",
         description="Write the generated C source, its header and the built shared library "
                     "to DIR (the entry points and memory layout: docs/api.md). --emit-c prints "
@@ -429,7 +480,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Train FILE on a data set (default: the MNIST subset shipped with netc; "
                     "images smaller than the input are zero-padded), print train/validation "
                     "loss and accuracy per epoch and the test accuracy at the end. Writes "
-                    "DIR/checkpoint.npz after every epoch (atomically) and DIR/log.jsonl. "
+                    "DIR/checkpoint.npz after every epoch (atomically), DIR/log.jsonl and, "
+                    "with the plot extra installed, DIR/curves.png. "
                     "Options left out take the defaults, or a resumed run's own values. "
                     "Everything: docs/training.md.")
     p.add_argument("file", metavar="FILE", help="a .net spec")
@@ -468,6 +520,18 @@ def _parser() -> argparse.ArgumentParser:
                         "resumed checkpoint's folder)")
     p.add_argument("--resume", metavar="CKPT", help="continue the run that wrote CKPT")
     p.set_defaults(run=cmd_train)
+
+    p = commands.add_parser(
+        "plot", help="draw training curves from run logs (needs the plot extra)",
+        description="Draw loss and accuracy per epoch, training and validation, with the test "
+                    "result marked, from each RUN's log.jsonl into one PNG; several runs are "
+                    "overlaid with a legend of their folder names. Needs matplotlib: pip "
+                    "install 'netc[plot]'. Details: docs/training.md.")
+    p.add_argument("runs", metavar="RUN", nargs="+",
+                   help="a run folder (written by netc train --out) or its log.jsonl")
+    p.add_argument("-o", dest="out", metavar="PNG", default="curves.png",
+                   help="the PNG to write (default curves.png)")
+    p.set_defaults(run=cmd_plot)
 
     p = commands.add_parser(
         "eval", help="loss, accuracy, error count and confusion matrix of a trained network",

@@ -121,7 +121,7 @@ def render(d: dict) -> str:
     """The per-layer table, its totals and the training memory, in ≤ 140 columns."""
     header = ("layer", "type", "output", "params", "connections", "rf", "jump", "start",
               "MACs", "FLOPs", "act/sample")
-    rows = [(r["label"], r["summary"], _shape(r["out"]), f"{r['params']:,}",
+    rows = [(r["label"], r["summary"], shape_text(r["out"]), f"{r['params']:,}",
              f"{r['connections']:,}", *_rf(r["rf"]), _si(r["macs"]), _si(r["flops"]),
              _bytes(r["act_bytes"])) for r in d["layers"]]
     t, tr = d["totals"], d["training"]
@@ -129,7 +129,7 @@ def render(d: dict) -> str:
                  _si(t["macs"]), _si(t["flops"]), _bytes(t["act_bytes"])))
     roles = ", ".join(f"{role} {_bytes(n)}" for role, n in tr["by_role"].items() if n)
     lines = [
-        f"{d['name']}: input {_shape(d['input'])}, loss {d['loss']}{_bindings(d['bindings'])}",
+        f"{d['name']}: input {shape_text(d['input'])}, loss {d['loss']}{_bindings(d['bindings'])}",
         "",
         _table(header, rows, "llrrrrrrrrr"),
         "",
@@ -238,7 +238,8 @@ def _side(pair) -> str:
     return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}×{pair[1]}"
 
 
-def _shape(shape: list[int]) -> str:
+def shape_text(shape: list[int]) -> str:
+    """A shape as the report (and the diagram) writes it: "6×28×28", or "120" for a vector."""
     return str(shape[0]) if shape[1:] == [1, 1] else "×".join(map(str, shape))
 
 

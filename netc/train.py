@@ -367,12 +367,14 @@ def _locked(out: Path):
 def fit(network: Network, dataset: Dataset, config: Config = Config(), *,
         out: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
         flags=None, echo=print, progress: bool | None = None,
-        save_every: float = SAVE_EVERY) -> Result:
+        save_every: float = SAVE_EVERY, on_log=None) -> Result:
     """Train, checkpointing after every epoch into `out` (default: the resumed checkpoint's
     folder, else runs/<network>) when save_every seconds have passed since the last save, and
-    after the last epoch; then evaluate on the test split. Raises Diverged on a NaN/Inf
-    loss, DataError for data or a checkpoint that does not fit or a folder another run holds,
-    Interrupted on Ctrl-C (after saving the last finished epoch if it was not on disk yet)."""
+    after the last epoch; then evaluate on the test split. on_log(path of log.jsonl) is called
+    after each epoch's line and the test's is added to the log (the CLI draws curves). Raises
+    Diverged on a NaN/Inf loss, DataError for data or a checkpoint that does not fit or a folder
+    another run holds, Interrupted on Ctrl-C (after saving the last finished epoch if it was not
+    on disk yet)."""
     ckpt = checkpoint.read(resume) if resume else None
     fingerprint = data_sha256(dataset.train)
     if ckpt:
@@ -391,7 +393,8 @@ def fit(network: Network, dataset: Dataset, config: Config = Config(), *,
     train, val, test, norm = prepare(network, dataset, config, ckpt and ckpt.normalizer,
                                      normalize_train=not (augment and _whitens(mode)))
     with _locked(out):
-        run = _Run(network, dataset, config, out, ckpt, norm, fingerprint, echo, save_every)
+        run = _Run(network, dataset, config, out, ckpt, norm, fingerprint, echo, save_every,
+                   on_log or (lambda log: None))
         try:
             return run.go(train, val, test, flags,
                           sys.stderr.isatty() if progress is None else progress)
@@ -404,10 +407,11 @@ class _Run:
 
     def __init__(self, network: Network, dataset: Dataset, config: Config, out: Path,
                  ckpt: checkpoint.Checkpoint | None, norm: Normalizer, fingerprint: str, echo,
-                 save_every: float):
+                 save_every: float, on_log):
         self.network, self.dataset, self.config, self.norm = network, dataset, config, norm
         self.ckpt, self.fingerprint, self.echo, self.save_every = ckpt, fingerprint, echo, \
             save_every
+        self.on_log = on_log  # called with the log's path after each line is added
         self.paths = {k: out / f"{k}.npz" for k in ("checkpoint", "best")}
         self.log = out / "log.jsonl"
         self.model: Model | None = None
@@ -492,6 +496,7 @@ class _Run:
             self.latest = self._snapshot()
             echo(_epoch_line(record, config.epochs))
             append_text(self.log, json.dumps(record) + "\n", "the training log")
+            self.on_log(self.log)
             if config.early_stop and improved:
                 self._write(paths["best"], self.latest)
             stopping = state.epoch == config.epochs or 0 < config.early_stop <= state.stale
@@ -512,6 +517,7 @@ class _Run:
                 "test_loss": result.loss, "test_acc": result.accuracy,
                 "test_errors": result.errors, "test_count": result.count,
                 "checkpoint": str(used)}) + "\n", "the training log")
+            self.on_log(self.log)
         echo(f"checkpoint: {used}  (log: {self.log})")
         return Result(model, state.history, result, used, self.norm)
 

@@ -60,8 +60,9 @@ def test_train_prints_epochs_test_errors_and_the_checkpoint(capsys, files):
     assert "1x28x28 zero-padded to 1x32x32" in lines[0]
     assert [line.split()[1] for line in lines if line.startswith("epoch")] == ["1/2", "2/2"]
     assert "val loss" in lines[2] and "img/s" in lines[2]
-    assert lines[-2].startswith("test accuracy ") and " errors in 200)" in lines[-2]
-    assert lines[-1].startswith(f"checkpoint: {files / 'printed' / 'checkpoint.npz'}")
+    assert lines[-3].startswith("test accuracy ") and " errors in 200)" in lines[-3]
+    assert lines[-2].startswith(f"checkpoint: {files / 'printed' / 'checkpoint.npz'}")
+    assert lines[-1] == f"curves: {files / 'printed' / 'curves.png'}"  # the plot extra's
     log = [json.loads(x) for x in (files / "printed" / "log.jsonl").read_text().splitlines()]
     assert [r.get("epoch") for r in log] == [1, 2, None]
     assert log[-1]["test_count"] == 200 and "\r" not in err  # no bar when not a terminal

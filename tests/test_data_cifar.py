@@ -307,7 +307,8 @@ def test_train_and_eval_on_a_cifar10_format_set(tmp_path, capsys, monkeypatch):
                  "--out", str(tmp_path / "run"), "--optimizer", "adam", "--lr", "0.01"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    accuracy = float(out.splitlines()[-2].split()[2].rstrip("%"))
+    (result,) = [line for line in out.splitlines() if line.startswith("test accuracy")]
+    accuracy = float(result.split()[2].rstrip("%"))
     assert accuracy > 60, out  # chance is 10%
     code = main(["eval", str(tmp_path / "tiny.net"), str(tmp_path / "run" / "checkpoint.npz")])
     out, err = capsys.readouterr()

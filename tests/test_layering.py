@@ -12,14 +12,14 @@ PIPELINE = [
     "span", "resources", "errors", "files",                           # leaves
     "ir", "syntax", "parse", "values", "layer_args", "lower",          # language → IR
     "passes.shapes", "passes.params", "passes.receptive", "passes.memory", "passes.cost",
-    "passes", "report",                                                # analyses and reports
+    "passes", "report", "diagram",                                     # analyses and reports
     "codegen.env", "codegen.views", "codegen",                         # IR → C text
     "build",                                                           # C text → loaded library
     "data.dataset", "data.idx", "data.download", "data.mnist", "data.cifar", "data.arrays",
     "data.images", "data.picture", "data.folder", "data.normalize", "data.synthetic",
     "data.augment",
     "data",                                                            # data sets, no netc deps
-    "runtime", "gradcheck", "checkpoint", "train", "cli", "__main__",
+    "runtime", "gradcheck", "checkpoint", "train", "plot", "cli", "__main__",
 ]
 
 

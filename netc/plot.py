@@ -1,0 +1,236 @@
+"""Training curves: a run's log.jsonl read into per-epoch series, and those drawn as a PNG.
+
+    read_log("runs/lenet5")       ->  RunLog: epochs 1..n, train/val loss and accuracy, the test
+    draw([run_a, run_b])          ->  a matplotlib Figure: loss and accuracy panels, runs overlaid
+    write_png(figure, "c.png")    ->  the PNG, written atomically
+
+The reader is pure and needs only the standard library. matplotlib is an optional extra
+(`pip install 'netc[plot]'`), imported inside the drawing functions: the rest of netc never
+needs it. Drawing uses matplotlib.figure.Figure on an Agg canvas directly, never pyplot, so no
+display is needed and the user's pyplot state, backend and rcParams are left as they were.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import DataError, NetcError
+from .files import read_regular, write_atomic
+
+LOG_LIMIT = 64 << 20  # bytes of log.jsonl: ~300,000 epochs of about 220 bytes
+SIZE = (10.0, 4.0)  # inches
+DPI = 100  # so a curves PNG is 1000x400 pixels
+MISSING = "netc plot needs matplotlib: pip install 'netc[plot]'"
+
+# The numbers of an epoch's line and of the test's line, and the ones a line must hold.
+_EPOCH_NUMBERS = ("lr", "train_loss", "train_acc", "seconds", "images_per_s", "val_loss",
+                  "val_acc")
+_EPOCH_NEEDS = ("train_loss", "train_acc")
+_TEST_NUMBERS = ("test_loss", "test_acc")
+_TEST_COUNTS = ("test_errors", "test_count")
+
+
+@dataclass
+class RunLog:
+    """One run's log: a value per epoch (NaN for a validation value the epoch lacks) and the
+    test result, if the run reached it."""
+
+    name: str  # the run folder's name: the legend's label
+    epochs: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
+    test_loss: float | None = None
+    test_acc: float | None = None
+
+
+def log_path(run: str | os.PathLike) -> Path:
+    """A run folder's log.jsonl, or `run` itself when it names a file."""
+    path = Path(run)
+    return path / "log.jsonl" if path.is_dir() else path
+
+
+def read_log(run: str | os.PathLike) -> RunLog:
+    """The log of the run folder (or the log.jsonl) `run`. Every line is checked: epochs
+    numbered 1, 2, 3... (a resumed run's log was rewritten as one series), finite numbers,
+    accuracies in [0, 1], at most one test line, and last; a bad log raises a one-line DataError
+    naming the line."""
+    path = log_path(run)
+    text = read_regular(path, "the training log", LOG_LIMIT)
+    log = RunLog(path.resolve().parent.name or str(path.parent))
+    for number, line in enumerate(text.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {number}"
+        if log.test_loss is not None:
+            raise DataError(f"{where}: a line after the test result; the test line is the last")
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):  # bad UTF-8 or JSON; absurdly deep nesting
+            raise DataError(f"{where}: not a JSON line") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: not a JSON object")
+        if "epoch" in record:
+            _add_epoch(log, record, where)
+        elif "test_loss" in record:
+            log.test_loss, log.test_acc = (_number(record, k, where) for k in _TEST_NUMBERS)
+            for key in _TEST_COUNTS:
+                if not (type(record.get(key)) is int and record[key] >= 0):
+                    raise DataError(f"{where}: {key} must be a whole number ≥ 0")
+        else:
+            raise DataError(f"{where}: neither an epoch nor a test result")
+    if not log.epochs:
+        raise DataError(f"{path} holds no finished epoch: nothing to plot")
+    return log
+
+
+def _add_epoch(log: RunLog, record: dict, where: str) -> None:
+    epoch = record["epoch"]
+    if type(epoch) is not int or epoch != len(log.epochs) + 1:
+        raise DataError(f"{where}: epoch {_shown(epoch)} where epoch {len(log.epochs) + 1} "
+                        f"was expected")
+    missing = [k for k in _EPOCH_NEEDS if k not in record]
+    if ("val_loss" in record) != ("val_acc" in record):
+        missing.append("val_acc" if "val_loss" in record else "val_loss")
+    if missing:
+        raise DataError(f"{where}: the epoch has no {', '.join(missing)}")
+    values = {k: _number(record, k, where) for k in _EPOCH_NUMBERS if k in record}
+    log.epochs.append(epoch)
+    for series in ("train_loss", "train_acc", "val_loss", "val_acc"):
+        getattr(log, series).append(values.get(series, math.nan))
+
+
+def _number(record: dict, key: str, where: str) -> float:
+    value = record.get(key)
+    if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+        raise DataError(f"{where}: {key} must be a finite number ≥ 0, not {_shown(value)}")
+    if key.endswith("_acc") and value > 1:
+        raise DataError(f"{where}: {key} is a fraction in [0, 1], not {value}")
+    return float(value)
+
+
+def _shown(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _matplotlib():
+    """matplotlib's Figure and Agg canvas classes; NetcError saying what to install without it."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+    except ImportError:
+        raise NetcError(MISSING) from None
+    return Figure, FigureCanvasAgg, MaxNLocator
+
+
+def draw(runs: list[RunLog]):
+    """A Figure of loss (left) and accuracy in % (right) per epoch: training solid, validation
+    dashed, the test result a star at the last epoch, labelled; each run in its own colour, with
+    a legend of the runs' names when there are several."""
+    Figure, FigureCanvasAgg, MaxNLocator = _matplotlib()
+    figure = Figure(figsize=SIZE, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)  # Agg explicitly, whatever backend the user has chosen
+    loss, acc = figure.subplots(1, 2)
+    for i, run in enumerate(runs):
+        colour, label = f"C{i % 10}", run.name
+        for axes, train, val, test, scale, shown in (
+                (loss, run.train_loss, run.val_loss, run.test_loss, 1, "{:.4f}"),
+                (acc, run.train_acc, run.val_acc, run.test_acc, 100, "{:.2f}%")):
+            axes.plot(run.epochs, [scale * v for v in train], color=colour, label=label,
+                      gid="train")
+            if not all(map(math.isnan, val)):
+                axes.plot(run.epochs, [scale * v for v in val], color=colour, linestyle="--",
+                          gid="val")
+            if test is not None:
+                axes.plot([run.epochs[-1]], [scale * test], color=colour, marker="*",
+                          markersize=12, linestyle="none", gid="test")
+                axes.annotate(f"test {shown.format(scale * test)}", (run.epochs[-1], scale * test),
+                              xytext=(6, 4), textcoords="offset points", color=colour,
+                              fontsize="small")
+    for axes, what in ((loss, "loss"), (acc, "accuracy (%)")):
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(what)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+    acc.legend(handles=_style_key(runs), fontsize="small", loc="lower right")
+    if len(runs) > 1:
+        loss.legend(fontsize="small", loc="upper right")
+    else:
+        figure.suptitle(runs[0].name)
+    return figure
+
+
+def _style_key(runs: list[RunLog]) -> list:
+    """Legend entries for the line styles, in gray: what solid, dashed and the star mean."""
+    from matplotlib.lines import Line2D
+    key = [Line2D([], [], color="gray", label="training")]
+    if any(not all(map(math.isnan, r.val_loss)) for r in runs):
+        key.append(Line2D([], [], color="gray", linestyle="--", label="validation"))
+    if any(r.test_loss is not None for r in runs):
+        key.append(Line2D([], [], color="gray", marker="*", linestyle="none", label="test"))
+    return key
+
+
+def write_png(figure, path: str | os.PathLike) -> None:
+    """The figure as a PNG at `path`, replaced atomically: a viewer never sees half a file."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    write_atomic(path, buffer.getvalue(), "the curves")
+
+
+def plot(runs: list[str | os.PathLike], out: str | os.PathLike) -> None:
+    """`netc plot`: the runs' curves in one PNG. Runs whose folders share a name are labelled by
+    their paths instead, so the legend tells them apart."""
+    _matplotlib()  # what to install, before reading any log
+    logs = [read_log(run) for run in runs]
+    names = [log.name for log in logs]
+    for log, run in zip(logs, runs):
+        if names.count(log.name) > 1:
+            log.name = str(log_path(run).parent)
+    write_png(draw(logs), out)
+
+
+class LiveCurves:
+    """DIR/curves.png kept up to date while `netc train` runs: update() after each line of the
+    log, finish() at the end. A drawing (0.4 s on a busy 2-core machine) follows an epoch only
+    when drawings take at most `share` of the time since the last one, so that short epochs (XOR's
+    microseconds) are not slowed by it; finish() draws what was held back. Before a drawing has
+    been timed one is taken to cost 0.5 s: a run shorter than about 5 s draws only at the end.
+    Raises NetcError without matplotlib."""
+
+    def __init__(self, share: float = 0.1):
+        _matplotlib()
+        self.share = share
+        self.log: Path | None = None
+        self.pending = False  # the log has lines the PNG does not show
+        self.drawn_at = time.perf_counter()
+        self.cost = 0.5  # seconds the last drawing took
+
+    @property
+    def path(self) -> Path | None:
+        return self.log and self.log.parent / "curves.png"
+
+    def update(self, log: Path) -> None:
+        self.log, self.pending = log, True
+        if (time.perf_counter() - self.drawn_at) * self.share >= self.cost * (1 - self.share):
+            self._draw()
+
+    def finish(self) -> bool:
+        """Draw what the PNG does not show yet; whether there is a curves PNG of this run."""
+        if self.pending:
+            self._draw()
+        return self.log is not None
+
+    def _draw(self) -> None:
+        start = time.perf_counter()
+        write_png(draw([read_log(self.log)]), self.path)
+        self.drawn_at = time.perf_counter()
+        self.cost, self.pending = self.drawn_at - start, False
