@@ -192,28 +192,6 @@ def test_epochs_draw_different_moves_and_the_same_seed_the_same_run(tmp_path, di
     assert plain.history[0]["train_loss"] != a.history[0]["train_loss"]
 
 
-def test_resume_with_augmentation_reaches_the_same_weights(tmp_path, digits):
-    config = Config(epochs=3, batch=32, augment="crop:2,flip")
-    full = fit(netc.load(TINY), digits, config, out=tmp_path / "full", save_every=0, **QUIET)
-
-    class Killed(BaseException):
-        """A SIGKILL after epoch 2's summary line, before its checkpoint."""
-
-    def interrupt(line):
-        if line.startswith("epoch 2/3"):
-            raise Killed
-    with pytest.raises(Killed):
-        fit(netc.load(TINY), digits, config, out=tmp_path / "cut", save_every=0, echo=interrupt,
-            progress=False, flags=FLAGS)
-    saved = checkpoint.read(tmp_path / "cut" / "checkpoint.npz")
-    assert saved.meta["state"]["epoch"] == 1 and saved.config.augment == "crop:2,flip"
-    resumed = fit(netc.load(TINY), digits, saved.config, resume=saved.path, save_every=0,
-                  **QUIET)
-    for name, value in full.model.params.items():
-        assert np.array_equal(resumed.model.params[name], value), name
-    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
-
-
 def test_augmented_runs_agree_whatever_the_threads(tmp_path, digits):
     def run(threads):
         r = fit(netc.load(TINY), digits, Config(epochs=1, threads=threads, deterministic=True,

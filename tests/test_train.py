@@ -70,9 +70,9 @@ def test_deterministic_runs_agree_whatever_the_threads(tmp_path, digits):
     assert (meta["threads"], meta["deterministic"]) == (2, True)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_resume_reaches_the_same_weights(tmp_path, digits, optimizer):
-    config = Config(epochs=3, batch=32, optimizer=optimizer, schedule="cosine")
+@pytest.mark.parametrize("optimizer, augment", [("sgd", ""), ("adam", ""), ("sgd", "crop:2,flip")])
+def test_resume_reaches_the_same_weights(tmp_path, digits, optimizer, augment):
+    config = Config(epochs=3, batch=32, optimizer=optimizer, schedule="cosine", augment=augment)
     full = fit(netc.load(TINY), digits, config, out=tmp_path / "full", save_every=0, **QUIET)
 
     class Killed(BaseException):
@@ -85,8 +85,10 @@ def test_resume_reaches_the_same_weights(tmp_path, digits, optimizer):
         fit(netc.load(TINY), digits, config, out=tmp_path / "cut", save_every=0, echo=interrupt,
             progress=False, flags=FLAGS)
     saved = checkpoint.read(tmp_path / "cut" / "checkpoint.npz")
-    assert saved.meta["state"]["epoch"] == 1
-    resumed = fit(netc.load(TINY), digits, config, resume=saved.path, save_every=0, **QUIET)
+    assert saved.meta["state"]["epoch"] == 1 and saved.config.augment == augment
+    # the stored config (augmentation included) goes on; the draws continue the same stream
+    resumed = fit(netc.load(TINY), digits, saved.config, resume=saved.path, save_every=0,
+                  **QUIET)
     for name, value in params_of(full.model).items():
         assert np.array_equal(resumed.model.params[name], value), name
     for name, value in full.model.buffers.items():
