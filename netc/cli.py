@@ -321,6 +321,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from . import checkpoint, data, train
+    if args.plot:
+        from . import plot
+        plot.matplotlib_parts()  # what to install, before the minutes of compiling and evaluating
     ckpt = checkpoint.read(args.checkpoint)
     trained = train.load_trained(_trained_network(args, ckpt), ckpt)
     dataset = data.load(args.data or ckpt.config.data)
@@ -337,7 +340,67 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for i, row in enumerate(result.confusion):
         print(f"{f'{i} {names[i]}' if names[i] != str(i) else str(i):<{label}}"
               + "".join(f"{v:>{width},}" for v in row))
+    if args.plot:
+        title = f"{trained.model.net.name} on {dataset.name} ({which}): {result.errors:,} errors"
+        plot.write_png(plot.draw_confusion(result.confusion, names, title), args.plot,
+                       "the confusion matrix")
+        print(escape(f"confusion matrix: {args.plot}"))
     return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from . import checkpoint, data, plot, train
+    plot.matplotlib_parts()  # what to install, before compiling
+    ckpt = checkpoint.read(args.checkpoint)
+    network = _trained_network(args, ckpt)
+    layers = network.net.layers
+    if args.filters is not None:
+        if args.layers:
+            raise NetcError("--layers goes with --maps or --index, not --filters")
+        convs = [layer.label for layer in layers if layer.kind == "conv"]
+        if args.filters not in convs:
+            what = "not a conv layer" if args.filters in [layer.label for layer in layers] \
+                else "no such layer"
+            raise NetcError(f"--filters {args.filters}: {what}; the conv layers: "
+                            f"{', '.join(convs) or 'none'}")
+        trained = train.load_trained(network, ckpt, batch=1)
+        figure = plot.draw_filters(trained.model.params[f"{args.filters}.weight"], args.filters,
+                                   first=args.filters == layers[0].label)
+    else:
+        labels = [layer.label for layer in layers]
+        chosen = args.layers.split(",") if args.layers else labels
+        if unknown := [c for c in chosen if c not in labels]:
+            raise NetcError(f"--layers: no layer {', '.join(unknown)}; the layers: "
+                            f"{', '.join(labels)}")
+        trained = train.load_trained(network, ckpt, batch=1)
+        if args.index is not None:
+            dataset = data.load(ckpt.config.data)
+            split = dataset.test if dataset.test is not None else dataset.train
+            if args.index >= len(split):
+                raise NetcError(f"--index {args.index}: the test set has {len(split):,} images, "
+                                f"0 to {len(split) - 1:,}")
+            raw, shown = split.x[args.index:args.index + 1], f"test image {args.index}"
+            if split.y is not None:
+                shown += f" (class {_class_name(trained, int(split.y[args.index]))})"
+        else:
+            image, notes = trained.conform(data.load_image(args.maps, keep_channels=True))
+            if notes:
+                print(escape(f"note: {args.maps}: {', '.join(notes)}"), file=sys.stderr)
+            raw, shown = image[None], args.maps
+        probs, maps = trained.feature_maps(raw, chosen, shown)
+        best = int(np.argmax(probs)) if len(probs) > 1 else int(probs[0] >= 0.5)
+        figure = plot.draw_maps(maps, f"{trained.model.net.name}: {shown} → "
+                                      f"{_class_name(trained, best)}")
+    plot.write_png(figure, args.out, "the picture")
+    print(escape(f"picture: {args.out}"))
+    return 0
+
+
+def _class_name(trained, index: int) -> str:
+    names = trained.classes
+    return str(names[index]) if names and index < len(names) else str(index)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -376,6 +439,12 @@ def _batch(text: str) -> int:
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
             f"expected a positive integer or 'full', got {text!r}") from None
+
+
+def _index(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, got {text!r}")
+    return int(text)
 
 
 def _fraction(text: str) -> float:
@@ -541,7 +610,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint.npz written by netc train")
     _add_defines(p)
     p.add_argument("--data", metavar="NAME|PATH", help="default: the training run's data set")
+    p.add_argument("--plot", metavar="PNG",
+                   help="also draw the confusion matrix, counts in its cells, as a PNG "
+                        "(needs the plot extra)")
     p.set_defaults(run=cmd_eval)
+
+    p = commands.add_parser(
+        "show", help="draw a trained network's filters or feature maps (needs the plot extra)",
+        description="Draw the kernels of a conv layer (--filters LAYER) as a grid with one "
+                    "colour scale, or the input and each layer's feature maps for one image "
+                    "(--maps IMAGE, or --index N of the test set), into a PNG. Needs "
+                    "matplotlib: pip install 'netc[plot]'. Details: docs/training.md.")
+    p.add_argument("file", metavar="FILE", help="the .net spec the checkpoint was trained on")
+    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint.npz written by netc train")
+    _add_defines(p)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--filters", metavar="LAYER", help="the conv layer whose kernels to draw")
+    what.add_argument("--maps", metavar="IMAGE",
+                      help="an image file (as netc predict takes) whose feature maps to draw")
+    what.add_argument("--index", type=_index, metavar="N",
+                      help="draw the feature maps of test image N (from 0) instead")
+    p.add_argument("--layers", metavar="L1,L2,...",
+                   help="the layers whose maps to draw, by label (default: every layer)")
+    p.add_argument("-o", dest="out", metavar="PNG", required=True, help="the PNG to write")
+    p.set_defaults(run=cmd_show)
 
     p = commands.add_parser(
         "predict", help="classify images with a trained network",

@@ -1,10 +1,14 @@
-"""Training curves: a run's log.jsonl read into per-epoch series, and those drawn as a PNG.
+"""Pictures of a run: training curves from its log.jsonl, and the inside of a trained network.
 
     read_log("runs/lenet5")       ->  RunLog: epochs 1..n, train/val loss and accuracy, the test
     draw([run_a, run_b])          ->  a matplotlib Figure: loss and accuracy panels, runs overlaid
+    draw_confusion(matrix, names) ->  a Figure: the confusion matrix, counts in the cells
+    draw_filters(weight, "c1", first=True)  ->  a Figure: a conv layer's kernels as a grid
+    draw_maps([("input", x), ("c1", maps)], title)  ->  a Figure: feature maps, a grid per layer
     write_png(figure, "c.png")    ->  the PNG, written atomically
 
-The reader is pure and needs only the standard library. matplotlib is an optional extra
+The log reader is pure and needs only the standard library; the pictures of a network take
+numpy arrays (the CLI reads them from a checkpoint and the arena). matplotlib is an optional extra
 (`pip install 'netc[plot]'`), imported inside the drawing functions: the rest of netc never
 needs it. Drawing uses matplotlib.figure.Figure on an Agg canvas directly, never pyplot, so no
 display is needed and the user's pyplot state, backend and rcParams are left as they were.
@@ -120,7 +124,7 @@ def _shown(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _matplotlib():
+def matplotlib_parts():
     """matplotlib's Figure and Agg canvas classes; NetcError saying what to install without it."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -135,7 +139,7 @@ def draw(runs: list[RunLog]):
     """A Figure of loss (left) and accuracy in % (right) per epoch: training solid, validation
     dashed, the test result a star at the last epoch, labelled; each run in its own colour, with
     a legend of the runs' names when there are several."""
-    Figure, FigureCanvasAgg, MaxNLocator = _matplotlib()
+    Figure, FigureCanvasAgg, MaxNLocator = matplotlib_parts()
     figure = Figure(figsize=SIZE, dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)  # Agg explicitly, whatever backend the user has chosen
     loss, acc = figure.subplots(1, 2)
@@ -179,17 +183,17 @@ def _style_key(runs: list[RunLog]) -> list:
     return key
 
 
-def write_png(figure, path: str | os.PathLike) -> None:
+def write_png(figure, path: str | os.PathLike, what: str = "the curves") -> None:
     """The figure as a PNG at `path`, replaced atomically: a viewer never sees half a file."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
-    write_atomic(path, buffer.getvalue(), "the curves")
+    write_atomic(path, buffer.getvalue(), what)
 
 
 def plot(runs: list[str | os.PathLike], out: str | os.PathLike) -> None:
     """`netc plot`: the runs' curves in one PNG. Runs whose folders share a name are labelled by
     their paths instead, so the legend tells them apart."""
-    _matplotlib()  # what to install, before reading any log
+    matplotlib_parts()  # what to install, before reading any log
     logs = [read_log(run) for run in runs]
     names = [log.name for log in logs]
     for log, run in zip(logs, runs):
@@ -207,7 +211,7 @@ class LiveCurves:
     Raises NetcError without matplotlib."""
 
     def __init__(self, share: float = 0.1):
-        _matplotlib()
+        matplotlib_parts()
         self.share = share
         self.log: Path | None = None
         self.pending = False  # the log has lines the PNG does not show
@@ -234,3 +238,121 @@ class LiveCurves:
         write_png(draw([read_log(self.log)]), self.path)
         self.drawn_at = time.perf_counter()
         self.cost, self.pending = self.drawn_at - start, False
+
+
+# ---- inside a trained network: `netc eval --plot`, `netc show --filters / --maps`
+
+MAP_COLUMNS = 16  # feature maps per row of a layer's grid: LeNet-5's 6 and 16 fit on one
+
+
+def draw_confusion(confusion, names: list[str], title: str):
+    """A Figure of the confusion matrix (rows: true class, columns: predicted) as a heat map,
+    each cell's count written in it, the class names on both axes. Square, 0.45 inch a class
+    (6 to 40 inches): 600×600 pixels up to 10 classes."""
+    import numpy as np
+    Figure, FigureCanvasAgg, _ = matplotlib_parts()
+    k = len(confusion)
+    side = min(max(6.0, 0.45 * k + 1.5), 40.0)
+    figure = Figure(figsize=(side, side), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    image = axes.imshow(confusion, cmap="Blues", vmin=0, interpolation="nearest")
+    figure.colorbar(image, ax=axes, shrink=0.8, label="count")
+    middle = (confusion.max() or 1) / 2
+    for (true, predicted), count in np.ndenumerate(confusion):
+        axes.text(predicted, true, f"{count:,}", ha="center", va="center", fontsize="small",
+                  color="white" if count > middle else "black")
+    axes.set_xticks(range(k), names, rotation=90 if max(map(len, names)) > 2 else 0)
+    axes.set_yticks(range(k), names)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    axes.set_title(title)
+    return figure
+
+
+def filter_tiles(weight, first: bool) -> tuple[list[str], list]:
+    """A conv weight (CO, CI, KH, KW) as the kernels a filter grid shows, with their names: each
+    input channel's kernel ("co.ci", output channel major) when the layer is the network's first,
+    whose inputs are the image's channels; the mean over the inputs per output channel ("co")
+    otherwise, where a single input channel's kernel says little."""
+    co, ci = weight.shape[:2]
+    if first:
+        return [f"{o}.{i}" for o in range(co) for i in range(ci)], \
+            [weight[o, i] for o in range(co) for i in range(ci)]
+    return [str(o) for o in range(co)], list(weight.mean(axis=1))
+
+
+def grid_columns(count: int, group: int = 1) -> int:
+    """Columns of a near-square grid of `count` tiles, a multiple of `group` so that a row holds
+    whole groups (an output channel's kernels for each input channel)."""
+    columns = math.ceil(math.sqrt(count))
+    return min(count, -(-columns // group) * group)
+
+
+def _tile(axes, arrays, names, columns: int, norm, cmap) -> None:
+    """The 2-D arrays on `axes` in rows of `columns`, row-major, a 1-element gap between tiles,
+    each its own AxesImage (gid: its name) sharing `norm`; a tile's name above it."""
+    h, w = arrays[0].shape
+    for n, (name, array) in enumerate(zip(names, arrays)):
+        left, top = (n % columns) * (w + 1), (n // columns) * (h + 1)
+        axes.imshow(array, cmap=cmap, norm=norm, interpolation="nearest", gid=name,
+                    extent=(left - 0.5, left + w - 0.5, top + h - 0.5, top - 0.5))
+        if len(arrays) > 1:
+            axes.text(left + (w - 1) / 2, top - 0.6, name, ha="center", va="bottom",
+                      fontsize="x-small")
+    rows = -(-len(arrays) // columns)
+    axes.set_xlim(-0.5, columns * (w + 1) - 1.5)
+    axes.set_ylim(rows * (h + 1) - 1.5, -1.5 if len(arrays) > 1 else -0.5)  # room for names
+    axes.set_aspect("equal")
+    axes.set_axis_off()
+
+
+def draw_filters(weight, label: str, first: bool):
+    """A Figure of a conv layer's kernels (filter_tiles) as a grid, one colour scale for all of
+    them, symmetric about 0 (red positive, blue negative), with its colour bar. 800×700 pixels."""
+    import numpy as np
+    Figure, FigureCanvasAgg, _ = matplotlib_parts()
+    from matplotlib.colors import Normalize
+    names, kernels = filter_tiles(np.asarray(weight, np.float64), first)
+    figure = Figure(figsize=(8.0, 7.0), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    limit = max(float(np.abs(kernels).max()), 1e-12)  # all zero: a blank grid, not a crash
+    norm = Normalize(-limit, limit)
+    _tile(axes, kernels, names, grid_columns(len(kernels), weight.shape[1] if first else 1),
+          norm, "RdBu_r")
+    figure.colorbar(axes.images[0], ax=axes, shrink=0.8, label="weight")
+    co, ci, kh, kw = weight.shape
+    what = "each input channel's kernel" if first else "mean over the input channels"
+    axes.set_title(f"{label}: {co} filters of {ci}×{kh}×{kw} ({what})")
+    return figure
+
+
+def draw_maps(layers: list[tuple[str, object]], title: str):
+    """A Figure of the input and each chosen layer's output for one image, a row of grids from
+    top to bottom, each labelled with the layer and its shape: a (C, H, W) output is C tiles of
+    H×W, MAP_COLUMNS a row, a flat one a single 1×N strip; one gray scale per layer. 1000
+    pixels wide, 1.6 inches tall per row of tiles plus 0.5 a layer."""
+    import numpy as np
+    Figure, FigureCanvasAgg, _ = matplotlib_parts()
+    from matplotlib.colors import Normalize
+    grids = []
+    for label, out in layers:
+        out = np.asarray(out, np.float64)
+        tiles = list(out) if out.ndim == 3 and out.shape[1:] != (1, 1) else \
+            [out.reshape(1, -1)]
+        columns = min(len(tiles), MAP_COLUMNS)
+        grids.append((label, out.shape, tiles, columns, -(-len(tiles) // columns)))
+    heights = [1.6 * rows + 0.5 for *_, rows in grids]
+    figure = Figure(figsize=(10.0, sum(heights)), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    for axes, (label, shape, tiles, columns, _) in zip(
+            np.atleast_1d(figure.subplots(len(grids), 1, height_ratios=heights)), grids):
+        low, high = min(t.min() for t in tiles), max(t.max() for t in tiles)
+        names = [str(c) for c in range(len(tiles))]
+        _tile(axes, tiles, names, columns, Normalize(low, high if high > low else low + 1),
+              "gray")
+        axes.set_title(f"{label}  {'×'.join(map(str, shape))}", fontsize="medium")
+        axes.set_gid(label)
+    figure.suptitle(title)
+    return figure

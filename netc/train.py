@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -258,6 +259,19 @@ class Trained:
     def predict(self, x: np.ndarray, name: str = "the inputs") -> np.ndarray:
         """Outputs (N, K) of raw inputs: class probabilities when the network ends in softmax."""
         return predict(self.model, self.prepare(x, name))
+
+    def feature_maps(self, x: np.ndarray, labels: Sequence[str], name: str = "the image"
+                     ) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+        """(outputs (K,), [("input", the prepared sample), (label, that layer's output), ...])
+        for one raw sample x (1, ...): a forward leaves every layer's output in the arena."""
+        x = np.ascontiguousarray(self.prepare(x, name)[:1])
+        outputs = self.model.forward(x)[0].reshape(-1)
+        maps = [("input", x[0])]
+        for label in labels:
+            buf = self.model.plan.buffer(f"{label}.out")
+            maps.append((label, self.model.mem[buf.offset:buf.offset + buf.size]
+                         .reshape(buf.shape)[0].copy()))
+        return outputs, maps
 
     def evaluate(self, split: Split, name: str = "the data") -> Evaluation:
         """Loss, accuracy and confusion matrix on a raw split (labels checked)."""
