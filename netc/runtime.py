@@ -228,6 +228,11 @@ class Model:
         """Bytes of the two arenas: exactly the plan's total_bytes."""
         return self._mem.nbytes + self._imem.nbytes
 
+    def activation(self, label: str) -> np.ndarray:
+        """The arena view (batch, C, H, W) of a layer's output: after a call, its first B
+        samples hold what that call computed (the logits, a layer's feature maps)."""
+        return self._view(f"{label}.out")
+
     # ---- running
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:

@@ -218,8 +218,7 @@ def _logits(model: Model) -> np.ndarray | None:
     only layer and its input is the network's input."""
     if len(model.net.layers) < 2:
         return None
-    buf = model.plan.buffer(f"{model.net.layers[-2].label}.out")
-    return model.mem[buf.offset:buf.offset + buf.size].reshape(model.batch, -1)
+    return model.activation(model.net.layers[-2].label).reshape(model.batch, -1)
 
 
 @dataclass
@@ -267,10 +266,7 @@ class Trained:
         x = np.ascontiguousarray(self.prepare(x, name)[:1])
         outputs = self.model.forward(x)[0].reshape(-1)
         maps = [("input", x[0])]
-        for label in labels:
-            buf = self.model.plan.buffer(f"{label}.out")
-            maps.append((label, self.model.mem[buf.offset:buf.offset + buf.size]
-                         .reshape(buf.shape)[0].copy()))
+        maps += [(label, self.model.activation(label)[0].copy()) for label in labels]
         return outputs, maps
 
     def evaluate(self, split: Split, name: str = "the data") -> Evaluation:
@@ -455,8 +451,7 @@ class _Run:
             paths["best"].unlink(missing_ok=True)  # an earlier run's
         write_atomic(self.log, "".join(json.dumps(r) + "\n" for r in state.history).encode(),
                      "the training log")
-        last = model.plan.buffer(f"{model.net.layers[-1].label}.out")
-        out_view = model.mem[last.offset:last.offset + last.size].reshape(model.batch, -1)
+        out_view = model.activation(model.net.layers[-1].label).reshape(model.batch, -1)
         hyper = dict(momentum=config.momentum, weight_decay=config.weight_decay)
 
         echo(_header(self.network, model, self.dataset, config, train, val, test))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import netc
+from digit_files import write_digits
 from netc import checkpoint, data
 from netc.cli import main
 from netc.data.augment import Augment
@@ -235,10 +236,7 @@ def test_a_checkpoint_from_before_augmentation_reads_as_off(tmp_path, digits):
 @pytest.fixture(scope="module")
 def digits_file(tmp_path_factory):
     root = tmp_path_factory.mktemp("augment-cli")
-    d = data.load("mnist-10k")
-    pixels = lambda s, n: np.round(s.x[:n, 0] * 255).astype(np.uint8)  # noqa: E731
-    np.savez(root / "digits.npz", x=pixels(d.train, 300), y=d.train.y[:300],
-             x_test=pixels(d.test, 100), y_test=d.test.y[:100])
+    write_digits(root, 300, 100)
     (root / "tiny.net").write_text(TINY)
     return root
 

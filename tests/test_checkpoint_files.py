@@ -11,7 +11,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from netc import checkpoint, data
+from digit_files import write_digits
+from netc import checkpoint
 from netc.cli import main
 from netc.errors import DataError
 
@@ -28,11 +29,7 @@ def _light_flags(monkeypatch):
 def run(tmp_path_factory):
     """A spec without a network line, trained for 2 epochs on 200 digits through the CLI."""
     root = tmp_path_factory.mktemp("ckpt")
-    d = data.load("mnist-10k")
-    pixels = lambda s, n: np.round(s.x[:n, 0] * 255).astype(np.uint8)  # noqa: E731
-    np.savez(root / "digits.npz", x=pixels(d.train, 200), y=d.train.y[:200],
-             x_test=pixels(d.test, 100), y_test=d.test.y[:100])
-    np.save(root / "digit.npy", pixels(d.test, 1)[0])
+    write_digits(root, 200, 100)
     (root / "m.net").write_text(SPEC)
     with pytest.MonkeyPatch.context() as m:
         m.setenv("NETC_CFLAGS", "-O1")
@@ -66,9 +63,9 @@ def test_a_spec_without_a_network_line_works_through_every_command(capsys, run):
     code, out, err = cli(capsys, "eval", run / "m.net", ckpt)
     assert code == 0, err
     assert out.startswith("m on digits (test, 100 samples)")
-    code, out, err = cli(capsys, "predict", run / "m.net", ckpt, run / "digit.npy")
+    code, out, err = cli(capsys, "predict", run / "m.net", ckpt, run / "seven.npy")
     assert code == 0, err
-    assert out.startswith(f"{run / 'digit.npy'}: ")
+    assert out.startswith(f"{run / 'seven.npy'}: ")
     (run / "again").mkdir()
     (run / "again" / "checkpoint.npz").write_bytes(ckpt.read_bytes())
     code, out, err = cli(capsys, "train", run / "m.net", "--resume",
@@ -105,7 +102,7 @@ def test_a_broken_meta_field_is_one_error_line(capsys, run, tmp_path, case):
     change, message = BROKEN_META[case]
     bad = rewrite_meta(run / "run" / "checkpoint.npz", tmp_path / "bad.npz", change)
     for command in (["eval", run / "m.net", bad], ["predict", run / "m.net", bad,
-                                                   run / "digit.npy"],
+                                                   run / "seven.npy"],
                     ["train", run / "m.net", "--resume", bad]):
         code, out, err = cli(capsys, *command)
         assert code == 4, (command[0], err)

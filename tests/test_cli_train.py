@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from netc import checkpoint, data
+from digit_files import pixels, write_digits
+from netc import checkpoint
 from netc.cli import main
 
 # 1x32x32: the 28x28 digits are zero-padded on the way in, as for LeNet-5.
@@ -19,12 +20,8 @@ conv(w, k=5, act=relu) - maxpool(4) - fc(16, act=relu) - softmax(10)
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli-train")
-    d = data.load("mnist-10k")
-    pixels = lambda s, n: np.round(s.x[:n, 0] * 255).astype(np.uint8)  # noqa: E731
-    np.savez(root / "digits.npz", x=pixels(d.train, 300), y=d.train.y[:300],
-             x_test=pixels(d.test, 200), y_test=d.test.y[:200])
+    d = write_digits(root, 300, 200)
     (root / "small.net").write_text(SPEC)
-    np.save(root / "seven.npy", pixels(d.test, 1)[0])  # the first test digit is a 7
     h, w = d.test.x.shape[2:]
     (root / "seven.pgm").write_bytes(b"P5\n%d %d\n255\n" % (w, h) + pixels(d.test, 1)[0].tobytes())
     return root

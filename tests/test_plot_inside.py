@@ -4,6 +4,7 @@ weights the test sets), one tile per feature map, PNG sizes, and the one-line re
 import numpy as np
 import pytest
 
+from digit_files import write_digits
 from netc import checkpoint, data, plot
 from netc.cli import main
 
@@ -24,12 +25,8 @@ def _light_flags(monkeypatch):
 def run(tmp_path_factory):
     """A 1-epoch run of SPEC on 300 digits (with a test split of 200): its folder."""
     root = tmp_path_factory.mktemp("inside")
-    d = data.load("mnist-10k")
-    pixels = lambda s, n: np.round(s.x[:n, 0] * 255).astype(np.uint8)  # noqa: E731
-    np.savez(root / "digits.npz", x=pixels(d.train, 300), y=d.train.y[:300],
-             x_test=pixels(d.test, 200), y_test=d.test.y[:200])
+    write_digits(root, 300, 200)
     (root / "small.net").write_text(SPEC)
-    np.save(root / "seven.npy", pixels(d.test, 1)[0])
     with pytest.MonkeyPatch.context() as m:
         m.setenv("NETC_CFLAGS", "-O1")
         assert main(["train", str(root / "small.net"), "--data", str(root / "digits.npz"),
