@@ -9,6 +9,7 @@ import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from .errors import DataError, NetcError
@@ -55,10 +56,13 @@ def read_regular(path: str | os.PathLike, what: str, limit: int,
     return data
 
 
-def write_atomic(path: str | os.PathLike, data: bytes, what: str) -> None:
-    """`path` holds `data` whole or keeps what it held: written to a temporary file beside it,
-    flushed, then renamed over it. The rename replaces a FIFO or a link in the way instead of
-    writing through it, and a full disk leaves no partial file (the temporary one is removed)."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, what: str) -> Iterator[BinaryIO]:
+    """A binary file that replaces `path` whole when the block ends: written to a temporary file
+    beside it, flushed, given the mode open() gives (0666 less the umask, not mkstemp's 0600),
+    renamed over `path`, and the folder synced so that the rename survives a power cut. The
+    rename replaces a FIFO or a link in the way instead of writing through it; on any error the
+    temporary file goes and `path` keeps what it held (an OSError becomes one DataError line)."""
     name = os.fspath(path)
     folder = os.path.dirname(name) or "."
     try:
@@ -67,15 +71,28 @@ def write_atomic(path: str | os.PathLike, data: bytes, what: str) -> None:
         raise DataError(f"cannot write {what} '{name}': {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, name)
-    except OSError as e:
+        folder_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(folder_fd)
+        finally:
+            os.close(folder_fd)
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise DataError(f"cannot write {what} '{name}': {e.strerror or e}") from None
+        if isinstance(e, OSError):
+            raise DataError(f"cannot write {what} '{name}': {e.strerror or e}") from None
+        raise
+
+
+def write_atomic(path: str | os.PathLike, data: bytes, what: str) -> None:
+    """`path` holds `data` whole or keeps what it held (atomic_file)."""
+    with atomic_file(path, what) as f:
+        f.write(data)
 
 
 def append_text(path: str | os.PathLike, text: str, what: str) -> None:

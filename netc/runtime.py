@@ -13,7 +13,6 @@ import math
 import numbers
 import operator
 import os
-import tempfile
 import threading
 import zipfile
 import zlib
@@ -24,7 +23,7 @@ import numpy as np
 
 from . import build, codegen, ir
 from .errors import BuildError, DataError, InputError
-from .files import open_regular
+from .files import atomic_file, open_regular
 from .passes import memory
 from .passes.shapes import Shapes, infer_shapes
 
@@ -587,21 +586,5 @@ def _init_weight(rng: np.random.Generator, shape, fan_in: float, fan_out: float,
 def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """The file appears complete or not at all: a crash mid-write leaves the old one intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            mask = os.umask(0)  # mkstemp's file is 0600: give it the mode open() gives a log
-            os.umask(mask)
-            os.fchmod(f.fileno(), 0o666 & ~mask)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:  # the rename itself survives a power cut only once the folder is synced
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_file(path, "the weights") as f:
+        np.savez(f, **arrays)
