@@ -4,9 +4,10 @@
     python bench/perf.py --quick          # 3 repeats of 0.3 s: a smoke run, ~8 min
     python bench/perf.py --nets lenet5 --threads 1 --batches 64 --repeats 5 --seconds 1
 
-For each network (lenet5, mcn-base, mlp, vgg) and thread count: one training step (forward,
-softmax cross-entropy, backward, SGD with momentum 0.9) at each batch, and inference at batch 1
-(latency) and 64, timed as warm-up then the median of --repeats repeats of >= --seconds each.
+For each network (lenet5, mcn-base, mlp, vgg; the graphs resnet20 and googlenet with the cases
+of CASES) and thread count: one training step (forward, softmax cross-entropy, backward, SGD with
+momentum 0.9) at each batch, and inference at batch 1 (latency) and 64, timed as warm-up then
+the median of --repeats repeats of >= --seconds each.
 PyTorch (when importable) runs the same network with the same initial weights, the same thread
 count (torch.set_num_threads), the same loss and optimizer, in its own process; its repeats
 alternate with netc's. Then: netc/PyTorch ratios, GFLOP/s per network and per layer (forward and
@@ -44,9 +45,15 @@ NETS = {
     "mcn-base": (ROOT / "examples" / "mcn-base.net").read_text(),
     "mlp": (Path(__file__).parent / "perf_mlp.net").read_text(),
     "vgg": (Path(__file__).parent / "perf_vgg.net").read_text(),
+    "resnet20": (ROOT / "examples" / "resnet20.net").read_text(),
+    "googlenet": (ROOT / "examples" / "googlenet.net").read_text(),
 }
 TRAIN_BATCHES = (1, 16, 64, 256)
 INFER_BATCHES = (1, 64)
+# The graphs' cases (issue 11): ResNet-20 trained at batch 64 and GoogLeNet's batch-1 latency
+# (its training batch of 64 would plan 6 GB); (train batches, inference batches) instead of the
+# command line's
+CASES = {"resnet20": ((64,), (1,)), "googlenet": ((), (1,))}
 LR, MOMENTUM = 0.01, 0.9
 
 
@@ -141,11 +148,11 @@ def bench_net(name: str, threads: int, args, results: list, torch_ok: bool) -> N
     network = netc.load(NETS[name])
     classes = network.shapes.outputs[-1][0]
     shape = network.net.input
-    max_batch = max(args.batches + [64])
-    model = network.compile(batch=max_batch, threads=threads)
+    batches, infer = CASES.get(name, (args.batches, args.infer))
+    model = network.compile(batch=max([*batches, *infer]), threads=threads)
     train_flops = analyze(network.net).cost.train_flops
     fwd_flops = analyze(network.net).cost.flops
-    cases = [("train", b) for b in args.batches] + [("infer", b) for b in args.infer]
+    cases = [("train", b) for b in batches] + [("infer", b) for b in infer]
     peer = TorchWorker(name, threads) if torch_ok else None
     for kind, b in cases:
         x, y = data(shape, b, classes)
@@ -252,14 +259,15 @@ def bench_layers(name: str, threads: int, batch: int, args, results: list) -> No
 
 def bench_compile(name: str) -> dict:
     network = netc.load(NETS[name])
+    batch = max(sum(CASES.get(name, ((64,), ())), ()))  # the batch its cases compile
     with tempfile.TemporaryDirectory() as cache:
         t0 = time.perf_counter()
-        network.compile(batch=64, cache_dir=cache)
+        network.compile(batch=batch, cache_dir=cache)
         cold = time.perf_counter() - t0
         loads = []
         for _ in range(5):
             t0 = time.perf_counter()
-            netc.load(NETS[name]).compile(batch=64, cache_dir=cache)
+            netc.load(NETS[name]).compile(batch=batch, cache_dir=cache)
             loads.append(time.perf_counter() - t0)
     return dict(net=name, cold_s=cold, cached_s=statistics.median(loads))
 
@@ -297,7 +305,7 @@ def main() -> None:
             for t in args.threads:
                 bench_net(name, t, args, out["rows"], torch_ok)
     if not args.no_layers:
-        for name in args.nets:
+        for name in (n for n in args.nets if CASES.get(n, ((64,),))[0]):
             for t in args.threads:
                 bench_layers(name, t, 64, args, out["layers"])
     print("\n| net | cold compile s | cached load ms |\n| --- | ---: | ---: |")

@@ -1,6 +1,7 @@
-"""bench/perf.py's PyTorch side: the same network as a torch.nn.Sequential built from netc's IR,
-with netc's initial weights copied in, trained with the same loss (softmax cross-entropy on the
-logits) and optimizer (SGD, momentum). Optional: only used when torch imports."""
+"""bench/perf.py's PyTorch side: the same network as a torch module built from netc's IR (graphs
+included), with netc's initial weights copied in, trained with the same loss (softmax
+cross-entropy on the logits) and optimizer (SGD, momentum). Optional: only used when torch
+imports."""
 from __future__ import annotations
 
 import numpy as np
@@ -23,46 +24,21 @@ class TorchNet:
         from torch import nn
         torch.set_num_threads(threads)
         self.torch = torch
-        mods = []
-        for layer in net.layers:
-            match layer:
-                case ir.Conv():
-                    assert layer.table is None
-                    mods.append(nn.Conv2d(_in_channels(net, model, layer), layer.out_channels,
-                                          layer.kernel, layer.stride, layer.pad,
-                                          groups=layer.groups, bias=layer.bias))
-                case ir.FC():
-                    mods += [nn.Flatten(), nn.Linear(_in_size(model, layer), layer.units,
-                                                     bias=layer.bias)]
-                case ir.Pool():
-                    cls = nn.MaxPool2d if layer.mode == "max" else nn.AvgPool2d
-                    mods.append(cls(layer.kernel, layer.stride, layer.pad))
-                case ir.Act():
-                    mods.append(_act(nn, layer.fn))
-                case ir.Flatten():
-                    mods.append(nn.Flatten())
-                case ir.Softmax():
-                    mods.append(nn.Flatten())  # the loss takes logits
-                    continue
-                case _:
-                    raise NotImplementedError(layer.kind)
-            if getattr(layer, "act", None) is not None and not isinstance(layer, ir.Act):
-                mods.append(_act(nn, layer.act))
-        self.net = nn.Sequential(*mods)
-        self._weights = [model.params[k].copy() for k in _param_order(net, model)]
+        self.net = _Graph(nn, net, model)
         self.opt = torch.optim.SGD(self.net.parameters(), lr=lr, momentum=momentum)
         self.loss = nn.CrossEntropyLoss()
+        self._start = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
         self.reset()
 
     def reset(self) -> None:
-        """netc's initial weights, fresh optimizer state."""
-        with self.torch.no_grad():
-            for p, w in zip(self.net.parameters(), self._weights):
-                p.copy_(self.torch.from_numpy(w.reshape(p.shape)))
+        """netc's initial weights and statistics, fresh optimizer state."""
+        self.net.load_state_dict(self._start)
+        self.net.train()
         self.opt.state.clear()
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
         xt, yt = self.torch.from_numpy(x), self.torch.from_numpy(y.astype(np.int64))
+        self.net.train()
         self.opt.zero_grad(set_to_none=True)
         loss = self.loss(self.net(xt), yt)
         loss.backward()
@@ -70,8 +46,84 @@ class TorchNet:
         return loss.item()
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        self.net.eval()
         with self.torch.inference_mode():
             return self.torch.softmax(self.net(self.torch.from_numpy(x)), 1).numpy()
+
+
+def _Graph(nn, net: ir.Net, model):
+    """The net as one torch module: a module per layer (identities for add and concat), run in
+    the IR's order, each reading the outputs its inputs name; the final softmax is left to the
+    loss, which takes logits. netc's initial parameters and running statistics are copied in."""
+    import torch
+
+    class Graph(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList(_module(nn, layer, model.shapes.inputs[i])
+                                        for i, layer in enumerate(net.layers))
+
+        def forward(self, x):
+            outs = []
+            for i, (layer, mod) in enumerate(zip(net.layers, self.layers)):
+                reads = [x if j == ir.INPUT else outs[j] for j in net.inputs_of(i)]
+                if isinstance(layer, ir.Add):
+                    outs.append(sum(reads[1:], reads[0]))
+                elif isinstance(layer, ir.Concat):
+                    outs.append(torch.cat(reads, 1))
+                else:
+                    outs.append(mod(reads[0]))
+            return outs[-1].flatten(1)
+
+    graph = Graph()
+    with torch.no_grad():
+        for layer, mod in zip(net.layers, graph.layers):
+            core = mod[0] if isinstance(mod, nn.Sequential) else mod
+            for name, tensor in [*core.named_parameters(), *core.named_buffers()]:
+                key = f"{layer.label}.{name}"
+                source = model.params.get(key, model.buffers.get(key))
+                if source is not None:
+                    tensor.copy_(torch.from_numpy(source.reshape(tensor.shape)))
+    return graph
+
+
+def _module(nn, layer: ir.AnyLayer, shape_in):
+    c, h, w = shape_in
+
+    class FlatLinear(nn.Linear):  # netc's fc flattens its input
+        def forward(self, x):
+            return super().forward(x.flatten(1))[:, :, None, None]
+
+    class BatchNorm(nn.BatchNorm1d):  # per channel, over maps or over features alike
+        def forward(self, x):
+            return super().forward(x.flatten(2)).reshape(x.shape)
+
+    match layer:
+        case ir.Conv():
+            assert layer.table is None
+            core = nn.Conv2d(c, layer.out_channels, layer.kernel, layer.stride, layer.pad,
+                             groups=layer.groups, bias=layer.bias)
+        case ir.FC():
+            core = FlatLinear(c * h * w, layer.units, bias=layer.bias)
+        case ir.Pool():
+            cls = nn.MaxPool2d if layer.mode == "max" else nn.AvgPool2d
+            core = cls(layer.kernel, layer.stride, layer.pad)
+        case ir.Act():
+            return _act(nn, layer.fn)
+        case ir.BatchNorm():
+            return BatchNorm(c, eps=layer.eps, momentum=layer.momentum)
+        case ir.GlobalAvgPool():
+            return nn.AdaptiveAvgPool2d(1)
+        case ir.Dropout():
+            return nn.Dropout(layer.p)
+        case ir.Flatten():
+            return nn.Flatten()
+        case ir.Softmax() | ir.Add() | ir.Concat():  # the loss takes logits; merges: forward()
+            return nn.Identity()
+        case _:
+            raise NotImplementedError(layer.kind)
+    act = getattr(layer, "act", None)
+    return nn.Sequential(core, *([_act(nn, act)] if act is not None else []))
 
 
 def _act(nn, fn: ir.Activation):
@@ -83,24 +135,6 @@ def _act(nn, fn: ir.Activation):
     assert fn.a == 1.0
     return nn.Sigmoid()
 
-
-def _in_channels(net, model, layer) -> int:
-    return model.shapes.inputs[net.layers.index(layer)][0]
-
-
-def _in_size(model, layer) -> int:
-    c, h, w = model.shapes.inputs[model.net.layers.index(layer)]
-    return c * h * w
-
-
-def _param_order(net, model) -> list[str]:
-    """netc's parameter names in torch's order: per layer, weight then bias."""
-    names = []
-    for layer in net.layers:
-        for suffix in ("weight", "bias"):
-            if f"{layer.label}.{suffix}" in model.params:
-                names.append(f"{layer.label}.{suffix}")
-    return names
 
 
 def worker(argv: list[str]) -> None:

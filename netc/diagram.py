@@ -28,7 +28,7 @@ from .span import escape
 FILL = {
     "conv": "#a6cee3", "subsample": "#cab2d6", "pool": "#b2df8a", "globalavgpool": "#b2df8a",
     "fc": "#fdbf6f", "act": "#fb9a99", "softmax": "#fb9a99", "batchnorm": "#ffffb3",
-    "dropout": "#d9d9d9", "flatten": "#d9d9d9",
+    "dropout": "#d9d9d9", "flatten": "#d9d9d9", "add": "#e5d8bd", "concat": "#e5d8bd",
 }
 ENDS_FILL = "#ffffff"  # the input and output nodes
 FORMATS = (".dot", ".svg", ".png")
@@ -95,9 +95,10 @@ def image(text: str, suffix: str) -> bytes:
 # ---- helpers
 
 def _inputs(net: ir.Net, analysis: Analysis, i: int) -> list[tuple[str, ir.Shape]]:
-    """The nodes layer i reads and the shape on each edge. The IR is a chain: the layer before,
-    or the input; this is the one place a graph of layers will change."""
-    return [("input" if i == 0 else f"L{i - 1}", analysis.shapes.inputs[i])]
+    """The nodes layer i reads, in order, and the shape on each edge (an add[ | ] reads its
+    input twice: two edges)."""
+    return [("input" if j == ir.INPUT else f"L{j}", shape)
+            for j, shape in zip(net.inputs_of(i), analysis.shapes.sources[i])]
 
 
 @dataclass

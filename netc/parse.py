@@ -27,7 +27,8 @@ MAX_BYTES = 1 << 20
 MAX_TOKENS = 20_000
 MAX_NAME = 100  # characters in any name, the network's included, and in a number or a size
 
-KEYWORDS = ("network", "input", "loss", "param", "default", "table")
+KEYWORDS = ("network", "input", "loss", "param", "default", "table", "block")
+MERGE_KINDS = ("add", "concat")
 
 
 def read_source(path: str | os.PathLike) -> Source:
@@ -160,7 +161,7 @@ class _Newlines:
     always_accept = ("_NL",)
     # After these a newline cannot end the statement; after _NL it is a blank line.
     _CONTINUES = frozenset({"MINUS", "STAR", "PLUS", "SLASH", "EQUAL", "COMMA", "COLON", "LPAR",
-                            "_NL"})
+                            "LSQB", "VBAR", "_NL"})
     # Bounded to MAX_NAME characters; a number that long is absurd already, and a longer one
     # would exceed what int() converts (4,300 digits) or a float holds.
     _BOUNDED = {"NAME": "name", "STRING": "name", "NUMBER": "number", "DIMS": "size"}
@@ -171,17 +172,18 @@ class _Newlines:
             if tok.type == "_NL":
                 if last is None or depth > 0 or last.type in self._CONTINUES:
                     continue
-            elif tok.type == "LPAR":
+            elif tok.type in ("LPAR", "LSQB"):
                 depth += 1
                 if depth > MAX_PARENS:
-                    raise _Refused(f"parentheses nested more than {MAX_PARENS} levels deep", tok)
+                    raise _Refused(f"parentheses and brackets nested more than {MAX_PARENS} "
+                                   f"levels deep", tok)
             elif tok.type in self._BOUNDED:
                 length = len(tok) - 2 if tok.type == "STRING" else len(tok)
                 if length > MAX_NAME:
                     what = self._BOUNDED[tok.type]
                     raise _Refused(f"this {what} is {length:,} characters long; a {what} has at "
                                    f"most {MAX_NAME}", tok)
-            elif tok.type == "RPAR":
+            elif tok.type in ("RPAR", "RSQB"):
                 depth = max(0, depth - 1)
             yield tok
             last = tok
@@ -273,6 +275,40 @@ class _ToSyntax(Transformer_NonRecursive):
         name, body = children
         return s.TableStmt(str(name), _table_rows(self.source, body), self._span(meta))
 
+    def block(self, meta, children):
+        name, *rest = children
+        params = rest[0] if len(rest) == 2 else ()
+        seen = set()
+        for p in params:
+            if p.name.lower() in seen:
+                raise SpecError(f"block {name}: parameter '{p.name}' is declared twice", p.span)
+            seen.add(p.name.lower())
+        return s.BlockStmt(str(name), tuple(params), rest[-1], self._span(meta))
+
+    def block_params(self, meta, children):
+        return list(children)
+
+    def block_param(self, meta, children):
+        return s.BlockParam(str(children[0]), children[1] if len(children) == 2 else None,
+                            self._span(meta))
+
+    def merge(self, meta, children):
+        name, *branches = children
+        if name.lower() not in MERGE_KINDS:
+            raise SpecError(f"unknown merge '{name}'{_close(name.lower(), MERGE_KINDS)}",
+                            _token_span(self.source, name),
+                            hint="add[ a | b ] sums its branches, concat[ a | b ] joins their "
+                                 "channels")
+        return s.Merge(name.lower(), tuple(branches), self._span(meta))
+
+    def branch(self, meta, children):
+        start = next((c for c in children if isinstance(c, s.At)), None)
+        chain = next((c for c in children if isinstance(c, s.Chain)), None)
+        return s.Branch(start, chain, None if meta.empty else self._span(meta))
+
+    def at(self, meta, children):
+        return s.At(str(children[0]), self._span(meta))
+
     def body(self, meta, children):
         return s.BodyStmt(children[0], self._span(meta))
 
@@ -282,7 +318,7 @@ class _ToSyntax(Transformer_NonRecursive):
     def term(self, meta, children):
         label = next((c for c in children if isinstance(c, _Label)), None)
         repeat = next((c.expr for c in children if isinstance(c, _Repeat)), None)
-        (unit,) = [c for c in children if isinstance(c, (s.Call, s.Group))]
+        (unit,) = [c for c in children if isinstance(c, (s.Call, s.Group, s.Merge))]
         return s.Term(unit, self._span(meta), label and str(label), label and label.span, repeat)
 
     def label(self, meta, children):
@@ -332,6 +368,11 @@ class _ToSyntax(Transformer_NonRecursive):
 
     def ref(self, meta, children):
         return s.Ref(str(children[0]), self._span(meta))
+
+
+def _close(name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _dims(tok: Token) -> tuple[int, ...]:
@@ -394,6 +435,7 @@ _WORDS = {
     "TABLE_BODY": "'{' and the table's rows", "_NL": "the end of the line",
     "$END": "the end of the file", "LPAR": "'('", "RPAR": "')'", "MINUS": "'-'",
     "PLUS": "'+'", "STAR": "'*'", "SLASH": "'/'", "EQUAL": "'='", "COMMA": "','", "COLON": "':'",
+    "LSQB": "'['", "RSQB": "']'", "VBAR": "'|'", "AT": "'@'",
 }
 _STATEMENT_WORDS = {kw.upper() for kw in KEYWORDS}
 
@@ -454,7 +496,9 @@ def _syntax_error(source: Source, e: UnexpectedInput) -> SpecError:
         return SpecError(f"'{first.group(1)}' is a reserved word and cannot be a label",
                          Span(source, at.line, first.start(1) + 1, at.line, first.end(1) + 1))
     hint = None
-    if tok.type in ("NAME", "LPAR") and {"MINUS", "_NL"} <= expected:
+    if tok.type == "AT":
+        hint = "a reference starts a branch: concat[ | @c1 - conv(16, k=1) ]"
+    elif tok.type in ("NAME", "LPAR") and {"MINUS", "_NL"} <= expected:
         hint = "join layers with '-'; to continue on the next line, end this line with '-'"
     elif tok.type == "MINUS" and expected & _STATEMENT_WORDS:
         hint = "a line cannot start with '-'; end the previous line with '-' instead"

@@ -16,7 +16,7 @@ from . import __version__, ir
 from .passes import Analysis, memory
 from .passes.receptive import PIXEL, Reach, feature_index
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: every layer lists its inputs (graphs)
 CONVENTIONS = ("FLOPs = 2 × MACs (conv/fc/subsample/batchnorm multiplies only); a training step "
                "= 3 × forward\nrf size/jump/start in input pixels: 0-indexed pixel centres, "
                "padding included")
@@ -41,6 +41,7 @@ def data(net: ir.Net, analysis: Analysis, batch: int, optimizer: str = "sgd",
             "index": i,
             "label": layer.label,
             "type": layer.kind,
+            "inputs": [net.input_label(j) for j in net.inputs_of(i)],
             "summary": summary(layer),
             "attrs": _attrs(layer),
             "in": list(shape_in),
@@ -82,11 +83,12 @@ def data(net: ir.Net, analysis: Analysis, batch: int, optimizer: str = "sgd",
 
 
 def reach_data(net: ir.Net, reach: Reach) -> dict:
-    """--rf-from: per layer up to `reach.label`, the extent in its input and in its output."""
-    outputs = reach.inputs[1:] + ((1, 1),)
+    """--rf-from: per layer on a path to `reach.label`, the extent in its input and output."""
     return {"layer": reach.label,
-            "layers": [{"label": layer.label, "input": list(i), "output": list(o)}
-                       for layer, i, o in zip(net.layers, reach.inputs, outputs)]}
+            "layers": [{"index": k, "label": net.layers[k].label, "input": list(i),
+                        "output": list(o)}
+                       for k, (i, o) in enumerate(zip(reach.inputs, reach.outputs))
+                       if i is not None]}
 
 
 def summary(layer: ir.AnyLayer) -> str:
@@ -111,7 +113,7 @@ def summary(layer: ir.AnyLayer) -> str:
             return _act(layer.fn)[0]
         case ir.Dropout():
             return f"dropout {layer.p:g}"
-        case ir.Softmax() | ir.BatchNorm() | ir.Flatten():
+        case ir.Softmax() | ir.BatchNorm() | ir.Flatten() | ir.Add() | ir.Concat():
             return layer.kind
         case _:
             raise NotImplementedError(layer.kind)
@@ -127,11 +129,18 @@ def render(d: dict) -> str:
     t, tr = d["totals"], d["training"]
     rows.append(("total", "", "", f"{t['params']:,}", f"{t['connections']:,}", "", "", "",
                  _si(t["macs"]), _si(t["flops"]), _bytes(t["act_bytes"])))
+    align = "llrrrrrrrrr"
+    reads = [_reads(d["layers"], k) for k in range(len(d["layers"]))]
+    if any(reads):  # a graph: rows numbered, with what each reads unless it is the row above
+        header = ("#", header[0], "reads", *header[1:])
+        rows = [(str(k + 1), row[0], reads[k], *row[1:]) for k, row in enumerate(rows[:-1])] + \
+            [("", rows[-1][0], "", *rows[-1][1:])]
+        align = "rll" + align[1:]
     roles = ", ".join(f"{role} {_bytes(n)}" for role, n in tr["by_role"].items() if n)
     lines = [
         f"{d['name']}: input {shape_text(d['input'])}, loss {d['loss']}{_bindings(d['bindings'])}",
         "",
-        _table(header, rows, "llrrrrrrrrr"),
+        _table(header, rows, align),
         "",
         f"params {t['params']:,} ({_bytes(t['param_bytes'])}), buffers {t['buffers']:,} "
         f"({_bytes(t['buffer_bytes'])})",
@@ -150,14 +159,15 @@ def render_reach(d: dict) -> str:
     """Table 15.2's view of d["rf_from"]: one element of a layer's output, seen in every earlier
     layer's input. A fused activation gets its own row, as a separate activation layer would."""
     reach, rows = d["rf_from"], []
-    for layer, r in zip(d["layers"], reach["layers"]):
+    for r in reach["layers"]:
+        layer = d["layers"][r["index"]]
         rows.append((layer["label"], layer["summary"], _side(r["input"])))
         act = layer["attrs"].get("act")
         if act:
             rows.append(("", f"{_act_name(act)} (act=)", _side(r["output"])))
-    after = d["layers"][len(reach["layers"]):]
-    rows.append((after[0]["label"], after[0]["summary"], "1") if after
-                else ("(output)", "", "1"))
+    after = d["layers"][reach["layers"][-1]["index"] + 1:]
+    rows.append((after[0]["label"], after[0]["summary"], "1")
+                if after and after[0]["inputs"] == [reach["layer"]] else ("(output)", "", "1"))
     numbered = [(str(n), *row) for n, row in enumerate(rows, 1)]
     title = (f"receptive field of one element of {reach['layer']}'s output, in each layer's "
              f"input (pixels, padding included)")
@@ -181,12 +191,23 @@ def render_comparison(reports: list[dict]) -> str:
 
 # ---- helpers
 
+def _reads(layers: list[dict], k: int) -> str:
+    """What layer k reads, for a graph's table: "" when it is just the layer before it (as in
+    a chain), else row numbers (#3) and `input`."""
+    before = layers[k - 1]["label"] if k else "input"
+    if layers[k]["inputs"] == [before]:
+        return ""
+    row = {layer["label"]: n for n, layer in enumerate(layers, 1)}
+    return ", ".join(label if label == "input" else f"#{row[label]}"
+                     for label in layers[k]["inputs"])
+
+
 def _attrs(layer: ir.AnyLayer) -> dict:
-    """Every IR field but label, span and origin, as JSON: tables as rows of X and ."""
+    """Every IR field but label, inputs, span and origin, as JSON: tables as rows of X and ."""
     out = {}
     for f in dataclasses.fields(layer):
         value = getattr(layer, f.name)
-        if f.name in ("label", "span", "origin"):
+        if f.name in ("label", "inputs", "span", "origin"):
             continue
         if isinstance(value, ir.Table):
             value = {"name": value.name,

@@ -559,17 +559,21 @@ def _fans(layer: ir.AnyLayer, in_shape: ir.Shape) -> tuple[float, float]:
 
 
 def _activation_after(net: ir.Net, i: int) -> str | None:
-    """The activation that follows layer i's weights: its own, or the first Act before the next
-    layer with weights (BN, dropout, pooling and flatten in between do not change it)."""
+    """The activation that follows layer i's weights: its own, or the first Act on the way to
+    the next layer with weights, following the first reader at each step (BN, dropout, pooling,
+    flatten, add and concat in between do not change it)."""
     act = getattr(net.layers[i], "act", None)
     if act is not None:
         return act.kind
-    for layer in net.layers[i + 1:]:
+    readers = net.consumers(i)
+    while readers:
+        layer = net.layers[readers[0]]
         if isinstance(layer, ir.Act):
             return layer.fn.kind
         if not isinstance(layer, (ir.BatchNorm, ir.Dropout, ir.Pool, ir.GlobalAvgPool,
-                                  ir.Flatten)):
+                                  ir.Flatten, ir.Add, ir.Concat)):
             return None
+        readers = net.consumers(readers[0])
     return None
 
 

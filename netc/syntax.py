@@ -87,10 +87,38 @@ class Group:
 
 
 @dataclass(frozen=True, slots=True)
-class Term:
-    """One link of a chain: an optional `label:`, a call or a group, an optional *count."""
+class Branch:
+    """One branch of a merge: from the merge's input, or from `start`, through `chain`; an empty
+    one is the identity."""
 
-    unit: Call | Group
+    start: At | None
+    chain: Chain | None
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Merge:
+    """add[ a | b | ... ] or concat[ ... ]: branches from one input, summed or concatenated."""
+
+    kind: str  # "add" | "concat", checked by the parser
+    branches: tuple[Branch, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class At:
+    """@label: a branch that starts from an earlier layer's output instead of the merge's input
+    (or from the network's input, @input)."""
+
+    name: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """One link of a chain: an optional `label:`, a call, group or merge, an optional *count."""
+
+    unit: Call | Group | Merge
     span: Span = _span()
     label: str | None = None
     label_span: Span | None = field(default=None, compare=False, repr=False)
@@ -147,12 +175,30 @@ class TableStmt:
 
 
 @dataclass(frozen=True, slots=True)
+class BlockParam:
+    name: str
+    default: Expr | None  # None: the call must give it
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class BlockStmt:
+    """block basic(c, s=1) = chain: a named piece of network, used like a layer: basic(64)."""
+
+    name: str
+    params: tuple[BlockParam, ...]
+    chain: Chain
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
 class BodyStmt:
     chain: Chain
     span: Span = _span()
 
 
-Statement = Union[NetworkStmt, InputStmt, LossStmt, ParamStmt, DefaultStmt, TableStmt, BodyStmt]
+Statement = Union[NetworkStmt, InputStmt, LossStmt, ParamStmt, DefaultStmt, TableStmt, BlockStmt,
+                  BodyStmt]
 
 
 @dataclass(frozen=True, slots=True)

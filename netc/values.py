@@ -25,6 +25,12 @@ class Scope:
         self.params: dict[str, float] = {}
         self.tables: dict[str, ir.Table] = {}
 
+    def child(self) -> "Scope":
+        """A scope for a block's body: everything here, plus the parameters the call binds."""
+        inner = Scope(self.statements)
+        inner.params, inner.tables = dict(self.params), self.tables
+        return inner
+
     def eval(self, e: s.Expr) -> float:
         match e:
             case s.Number(value=value):

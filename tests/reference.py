@@ -1,4 +1,5 @@
-"""An independent numpy reference for every layer kind, forward and backward, float64, plainly.
+"""An independent numpy reference for every layer kind and for graphs of them, forward and
+backward, float64, plainly.
 
 It shares no code with netc's generator (only the IR dataclasses, to read a net): convolutions
 expand groups and connection tables into a dense weight and slide the kernel one tap at a time,
@@ -317,64 +318,70 @@ def _p(params, name):
 
 
 def run_net(net: ir.Net, params, x, *, train=False, buffers=None, masks=None):
-    """Forward through every layer. -> (output, tape); the tape feeds backward_net.
+    """Forward through every layer of the graph. -> (output, tape); the tape feeds backward_net.
 
     buffers: batchnorm running statistics by name (read at inference; in training the updated
     values are left in tape["buffers"]). masks: the dropout keep masks by label, needed in
     training (1 = kept)."""
     x = as_nchw(x, net.input)
     buffers = {k: np.asarray(v, dtype=np.float64) for k, v in (buffers or {}).items()}
-    tape = []
-    for layer in net.layers:
-        inp, extra = x, None
-        lab = layer.label
-        match layer:
-            case ir.Conv():
-                w = dense_weight(_p(params, f"{lab}.weight"), x.shape[1], layer.groups,
-                                 layer.table)
-                x = conv_forward(x, w, _p(params, f"{lab}.bias"), layer.stride, layer.pad)
-                extra = w
-            case ir.Pool():
-                pool = maxpool_forward if layer.mode == "max" else avgpool_forward
-                x = pool(x, layer.kernel, layer.stride, layer.pad)
-            case ir.Subsample():
-                x = subsample_forward(x, _p(params, f"{lab}.weight"), _p(params, f"{lab}.bias"),
-                                      layer.kernel, layer.stride)
-            case ir.GlobalAvgPool():
-                x = global_avgpool_forward(x)
-            case ir.FC():
-                x = fc_forward(x, _p(params, f"{lab}.weight"), _p(params, f"{lab}.bias"))
-            case ir.Act():
-                x = act_forward(x, layer.fn)
-            case ir.Softmax():
-                x = softmax_forward(x)
-            case ir.Dropout():
-                if train:
-                    extra = np.asarray(masks[lab], dtype=np.float64).reshape(x.shape)
-                    x = dropout_forward(x, extra, layer.p)
-            case ir.BatchNorm():
-                gamma, beta = _p(params, f"{lab}.weight"), _p(params, f"{lab}.bias")
-                if train:
-                    x, extra = batchnorm_forward_train(x, gamma, beta, layer.eps)
-                    if f"{lab}.running_mean" in buffers:
-                        count = x.shape[0] * x.shape[2] * x.shape[3]
-                        buffers[f"{lab}.running_mean"], buffers[f"{lab}.running_var"] = \
-                            batchnorm_update_running(buffers[f"{lab}.running_mean"],
-                                                     buffers[f"{lab}.running_var"], extra,
-                                                     count, layer.momentum)
-                else:
-                    x = batchnorm_forward_infer(x, gamma, beta, buffers[f"{lab}.running_mean"],
-                                                buffers[f"{lab}.running_var"], layer.eps)
-            case ir.Flatten():
-                x = x.reshape(x.shape[0], -1, 1, 1)
-            case _:
-                raise NotImplementedError(layer.kind)
-        pre = x
+    tape, outs = [], []
+    for i, layer in enumerate(net.layers):
+        reads = [x if j == ir.INPUT else outs[j] for j in net.inputs_of(i)]
+        pre, extra = _layer_forward(layer, reads, params, train, buffers, masks)
         fn = getattr(layer, "act", None)
-        if fn is not None:
-            x = act_forward(x, fn)
-        tape.append((layer, inp, pre, x, extra))
-    return x, {"layers": tape, "train": train, "buffers": buffers}
+        out = act_forward(pre, fn) if fn is not None else pre
+        outs.append(out)
+        tape.append((layer, reads, pre, out, extra))
+    return outs[-1], {"layers": tape, "train": train, "buffers": buffers}
+
+
+def _layer_forward(layer, reads, params, train, buffers, masks):
+    """One layer's output before its fused activation, and what backward needs of it."""
+    x, extra, lab = reads[0], None, layer.label
+    match layer:
+        case ir.Conv():
+            w = dense_weight(_p(params, f"{lab}.weight"), x.shape[1], layer.groups, layer.table)
+            return conv_forward(x, w, _p(params, f"{lab}.bias"), layer.stride, layer.pad), w
+        case ir.Pool():
+            pool = maxpool_forward if layer.mode == "max" else avgpool_forward
+            return pool(x, layer.kernel, layer.stride, layer.pad), None
+        case ir.Subsample():
+            return subsample_forward(x, _p(params, f"{lab}.weight"), _p(params, f"{lab}.bias"),
+                                     layer.kernel, layer.stride), None
+        case ir.GlobalAvgPool():
+            return global_avgpool_forward(x), None
+        case ir.FC():
+            return fc_forward(x, _p(params, f"{lab}.weight"), _p(params, f"{lab}.bias")), None
+        case ir.Act():
+            return act_forward(x, layer.fn), None
+        case ir.Softmax():
+            return softmax_forward(x), None
+        case ir.Dropout():
+            if not train:
+                return x, None
+            extra = np.asarray(masks[lab], dtype=np.float64).reshape(x.shape)
+            return dropout_forward(x, extra, layer.p), extra
+        case ir.BatchNorm():
+            gamma, beta = _p(params, f"{lab}.weight"), _p(params, f"{lab}.bias")
+            if not train:
+                return batchnorm_forward_infer(x, gamma, beta, buffers[f"{lab}.running_mean"],
+                                               buffers[f"{lab}.running_var"], layer.eps), None
+            y, extra = batchnorm_forward_train(x, gamma, beta, layer.eps)
+            if f"{lab}.running_mean" in buffers:
+                count = x.shape[0] * x.shape[2] * x.shape[3]
+                buffers[f"{lab}.running_mean"], buffers[f"{lab}.running_var"] = \
+                    batchnorm_update_running(buffers[f"{lab}.running_mean"],
+                                             buffers[f"{lab}.running_var"], extra, count,
+                                             layer.momentum)
+            return y, extra
+        case ir.Flatten():
+            return x.reshape(x.shape[0], -1, 1, 1), None
+        case ir.Add():
+            return sum(reads[1:], reads[0].copy()), None
+        case ir.Concat():
+            return np.concatenate(reads, axis=1), None
+    raise NotImplementedError(layer.kind)
 
 
 def forward_net(net: ir.Net, params, x, *, train=False, buffers=None, masks=None):
@@ -389,65 +396,86 @@ def net_loss(net: ir.Net, out, y):
 
 
 def backward_net(net: ir.Net, params, tape, y):
-    """Gradients of the mean loss. -> (grads by parameter name, d loss / d input)."""
+    """Gradients of the mean loss. -> (grads by parameter name, d loss / d input). A layer's
+    output gradient is the sum over the layers that read it."""
     layers = tape["layers"]
     out = layers[-1][3]
     fused = net.loss == "cross_entropy" and isinstance(layers[-1][0], ir.Softmax)
-    d = softmax_cross_entropy_backward(out, y) if fused else None
+    douts = [None] * len(layers)
+    dx = 0.0
     if net.loss == "mse":
-        d = mse_backward(out, np.asarray(y, dtype=np.float64))
+        douts[-1] = mse_backward(out, np.asarray(y, dtype=np.float64))
     grads = {}
-    for i, (layer, inp, pre, post, extra) in reversed(list(enumerate(layers))):
-        lab = layer.label
+    for i, (layer, reads, pre, post, extra) in reversed(list(enumerate(layers))):
         if fused and i == len(layers) - 1:
-            continue  # d already is the gradient at the softmax's input
-        fn = getattr(layer, "act", None)
-        if fn is not None:
-            d = act_backward(d, pre, fn)
-        match layer:
-            case ir.Conv():
-                d, dw, db = conv_backward(d, inp, extra, layer.stride, layer.pad)
-                grads[f"{lab}.weight"] = sparse_weight(dw, layer.groups, layer.table)
-                if layer.bias:
-                    grads[f"{lab}.bias"] = db
-            case ir.Pool():
-                back = maxpool_backward if layer.mode == "max" else avgpool_backward
-                d = back(d, inp, layer.kernel, layer.stride, layer.pad)
-            case ir.Subsample():
-                d, grads[f"{lab}.weight"], grads[f"{lab}.bias"] = subsample_backward(
-                    d, inp, _p(params, f"{lab}.weight"), layer.kernel, layer.stride)
-            case ir.GlobalAvgPool():
-                d = global_avgpool_backward(d, inp)
-            case ir.FC():
-                d, dw, db = fc_backward(d, inp, _p(params, f"{lab}.weight"))
-                grads[f"{lab}.weight"] = dw
-                if layer.bias:
-                    grads[f"{lab}.bias"] = db
-            case ir.Act():
-                d = act_backward(d, inp, layer.fn)
-            case ir.Softmax():
-                d = softmax_backward(d, post)
-            case ir.Dropout():
-                if tape["train"]:
-                    d = dropout_backward(d, extra, layer.p)
-            case ir.BatchNorm():
-                gamma = _p(params, f"{lab}.weight")
-                if tape["train"]:
-                    d, grads[f"{lab}.weight"], grads[f"{lab}.bias"] = \
-                        batchnorm_backward_train(d, gamma, extra)
-                else:
-                    rv = tape["buffers"][f"{lab}.running_var"]
-                    rm = tape["buffers"][f"{lab}.running_mean"]
-                    xhat = (inp - rm[None, :, None, None]) / np.sqrt(rv + layer.eps)[
-                        None, :, None, None]
-                    grads[f"{lab}.weight"] = (d * xhat).sum(axis=(0, 2, 3))
-                    grads[f"{lab}.bias"] = d.sum(axis=(0, 2, 3))
-                    d = batchnorm_backward_infer(d, gamma, rv, layer.eps)
-            case ir.Flatten():
-                d = d.reshape(inp.shape)
-            case _:
-                raise NotImplementedError(layer.kind)
-    return grads, d
+            dreads = [softmax_cross_entropy_backward(out, y)]  # at the softmax's input
+        else:
+            d = douts[i]
+            fn = getattr(layer, "act", None)
+            if fn is not None:
+                d = act_backward(d, pre, fn)
+            dreads = _layer_backward(layer, d, reads, post, extra, params, tape, grads)
+        for j, dj in zip(net.inputs_of(i), dreads):
+            if j == ir.INPUT:
+                dx = dx + dj
+            else:
+                douts[j] = dj if douts[j] is None else douts[j] + dj
+    return grads, dx
+
+
+def _layer_backward(layer, d, reads, post, extra, params, tape, grads):
+    """The gradients of a layer's inputs from that of its output (the fused activation already
+    applied); its parameters' gradients go into `grads`."""
+    inp, lab = reads[0], layer.label
+    match layer:
+        case ir.Conv():
+            d, dw, db = conv_backward(d, inp, extra, layer.stride, layer.pad)
+            grads[f"{lab}.weight"] = sparse_weight(dw, layer.groups, layer.table)
+            if layer.bias:
+                grads[f"{lab}.bias"] = db
+        case ir.Pool():
+            back = maxpool_backward if layer.mode == "max" else avgpool_backward
+            d = back(d, inp, layer.kernel, layer.stride, layer.pad)
+        case ir.Subsample():
+            d, grads[f"{lab}.weight"], grads[f"{lab}.bias"] = subsample_backward(
+                d, inp, _p(params, f"{lab}.weight"), layer.kernel, layer.stride)
+        case ir.GlobalAvgPool():
+            d = global_avgpool_backward(d, inp)
+        case ir.FC():
+            d, dw, db = fc_backward(d, inp, _p(params, f"{lab}.weight"))
+            grads[f"{lab}.weight"] = dw
+            if layer.bias:
+                grads[f"{lab}.bias"] = db
+        case ir.Act():
+            d = act_backward(d, inp, layer.fn)
+        case ir.Softmax():
+            d = softmax_backward(d, post)
+        case ir.Dropout():
+            if tape["train"]:
+                d = dropout_backward(d, extra, layer.p)
+        case ir.BatchNorm():
+            gamma = _p(params, f"{lab}.weight")
+            if tape["train"]:
+                d, grads[f"{lab}.weight"], grads[f"{lab}.bias"] = \
+                    batchnorm_backward_train(d, gamma, extra)
+            else:
+                rv = tape["buffers"][f"{lab}.running_var"]
+                rm = tape["buffers"][f"{lab}.running_mean"]
+                xhat = (inp - rm[None, :, None, None]) / np.sqrt(rv + layer.eps)[
+                    None, :, None, None]
+                grads[f"{lab}.weight"] = (d * xhat).sum(axis=(0, 2, 3))
+                grads[f"{lab}.bias"] = d.sum(axis=(0, 2, 3))
+                d = batchnorm_backward_infer(d, gamma, rv, layer.eps)
+        case ir.Flatten():
+            d = d.reshape(inp.shape)
+        case ir.Add():
+            return [d] * len(reads)
+        case ir.Concat():
+            cuts = np.cumsum([r.shape[1] for r in reads])[:-1]
+            return np.split(d, cuts, axis=1)
+        case _:
+            raise NotImplementedError(layer.kind)
+    return [d]
 
 
 def loss_and_grad(net: ir.Net, params, x, y, *, train=True, buffers=None, masks=None):
@@ -493,11 +521,12 @@ def init_params(net: ir.Net, seed: int = 0, scale: float = 0.5):
     -> (params, buffers)."""
     rng = np.random.default_rng(seed)
     params, buffers = {}, {}
-    shape = net.input
-    x = np.zeros((1, *shape))
-    for layer in net.layers:
+    x = np.zeros((1, *net.input))
+    outs = []
+    for i, layer in enumerate(net.layers):
         lab = layer.label
-        c = x.shape[1]
+        reads = [x if j == ir.INPUT else outs[j] for j in net.inputs_of(i)]
+        c = reads[0].shape[1]
         match layer:
             case ir.Conv():
                 kh, kw = layer.kernel
@@ -510,7 +539,7 @@ def init_params(net: ir.Net, seed: int = 0, scale: float = 0.5):
                 if layer.bias:
                     params[f"{lab}.bias"] = rng.normal(0, scale, layer.out_channels)
             case ir.FC():
-                params[f"{lab}.weight"] = rng.normal(0, scale, (layer.units, x[0].size))
+                params[f"{lab}.weight"] = rng.normal(0, scale, (layer.units, reads[0][0].size))
                 if layer.bias:
                     params[f"{lab}.bias"] = rng.normal(0, scale, layer.units)
             case ir.Subsample() | ir.BatchNorm():
@@ -519,5 +548,5 @@ def init_params(net: ir.Net, seed: int = 0, scale: float = 0.5):
                 if isinstance(layer, ir.BatchNorm):
                     buffers[f"{lab}.running_mean"] = rng.normal(0, scale, c)
                     buffers[f"{lab}.running_var"] = rng.uniform(0.5, 2, c)
-        x, _ = run_net(ir.Net(net.name, x.shape[1:], (layer,)), params, x, buffers=buffers)
+        outs.append(_layer_forward(layer, reads, params, False, buffers, None)[0])
     return params, buffers

@@ -50,12 +50,12 @@ def test_lenet5_1998_json_has_lecuns_numbers(capsys):
 
 def test_json_schema(capsys):
     d = report_json(capsys, str(EXAMPLES / "vgg16.net"), "--batch", "4")
-    assert d["schema_version"] == 1
+    assert d["schema_version"] == 2
     assert {"name", "input", "loss", "bindings", "layers", "totals", "final_rf", "training",
             "warnings"} <= set(d)
     for layer in d["layers"]:
-        assert {"label", "type", "attrs", "in", "out", "params", "connections", "rf", "macs",
-                "flops", "act_bytes"} <= set(layer)
+        assert {"label", "type", "inputs", "attrs", "in", "out", "params", "connections", "rf",
+                "macs", "flops", "act_bytes"} <= set(layer)
         assert set(layer["rf"]) == {"size", "jump", "start"}
     conv = d["layers"][0]
     assert (conv["type"], conv["attrs"]["kernel"], conv["attrs"]["stride"], conv["attrs"]["pad"],
@@ -79,7 +79,7 @@ def test_rf_from_pool5_reproduces_table_15_2(capsys):
 def test_rf_from_in_json(capsys):
     d = report_json(capsys, str(EXAMPLES / "vgg16.net"), "--rf-from", "conv5_3")
     assert d["rf_from"]["layer"] == "conv5_3"
-    assert d["rf_from"]["layers"][0] == {"label": "conv1_1", "input": [196, 196],
+    assert d["rf_from"]["layers"][0] == {"index": 0, "label": "conv1_1", "input": [196, 196],
                                          "output": [194, 194]}
     assert d["rf_from"]["layers"][-1]["output"] == [1, 1]
 
@@ -103,7 +103,7 @@ def test_range_gives_a_comparison_table(capsys):
 
 def test_range_json(capsys):
     d = report_json(capsys, str(EXAMPLES / "design-rule.net"), "-D", "K=1..2")
-    assert d["schema_version"] == 1
+    assert d["schema_version"] == 2
     assert [r["bindings"]["K"] for r in d["comparison"]] == [1, 2]
     assert d["comparison"][0]["totals"]["params"] < d["comparison"][1]["totals"]["params"]
 

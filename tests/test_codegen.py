@@ -33,7 +33,8 @@ def _net(shape, *layers, loss="cross_entropy", name="t"):
     return ir.Net(name, shape, tuple(layers), loss=loss)
 
 
-# Every layer kind at least once, with stride, padding, groups, a table, overlapping pools.
+# Every layer kind at least once, with stride, padding, groups, a table, overlapping pools, and
+# a fan-out to three readers.
 ALL_KINDS = _net(
     (3, 9, 8),
     ir.Conv(label="c1", out_channels=4, kernel=(3, 2), stride=(1, 2), pad=(1, 1), table=TABLE,
@@ -42,6 +43,8 @@ ALL_KINDS = _net(
     ir.Pool(label="p1", mode="max", kernel=(3, 3), stride=(2, 2), pad=(1, 1)),
     ir.Conv(label="c2", out_channels=6, kernel=(1, 1), groups=2, bias=False),
     ir.Act(label="a2", fn=ir.Activation("sigmoid", 1.5)),
+    ir.Add(label="r2", inputs=(3, 4)),  # a residual around a2: c2's output read three times
+    ir.Concat(label="j2", inputs=(5, 3)),
     ir.Subsample(label="s2", kernel=(2, 2), stride=(1, 1), act=RELU),
     ir.Pool(label="p2", mode="avg", kernel=(2, 2), stride=(1, 1), pad=(1, 1)),
     ir.GlobalAvgPool(label="g"),
@@ -183,7 +186,7 @@ def test_table_conv_weight_is_connections_by_kernel():
     m = _compile(ALL_KINDS, batch=2)
     assert m.params["c1.weight"].shape == (9, 3, 2)
     assert m.params["c2.weight"].shape == (6, 2, 1, 1)
-    assert m.params["s2.weight"].shape == (6,) and m.buffers["bn1.running_var"].shape == (4,)
+    assert m.params["s2.weight"].shape == (12,) and m.buffers["bn1.running_var"].shape == (4,)
     assert (m.buffers["bn1.running_var"] == 1).all() and (m.params["bn1.weight"] == 1).all()
 
 

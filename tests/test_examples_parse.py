@@ -10,8 +10,8 @@ from netc.lower import declared_params, load_spec
 from netc.passes.shapes import infer_shapes
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-NAMES = ["alexnet", "cs231n", "design-rule", "lenet5", "lenet5-1998", "mcn-base", "mcn-bn",
-         "mcn-sk", "vgg16", "xor"]
+NAMES = ["alexnet", "cs231n", "design-rule", "googlenet", "lenet5", "lenet5-1998", "mcn-base",
+         "mcn-bn", "mcn-sk", "resnet18", "resnet20", "vgg16", "xor"]
 
 
 def kinds(net: ir.Net) -> list[str]:

@@ -134,6 +134,11 @@ REFERENCE_NETS = {
         ir.BatchNorm(label="bn"), ir.Flatten(label="fl"), ir.BatchNorm(label="bn2"), *_head()),
     "softmax-mse": _net((4, 1, 1), ir.FC(label="f", units=3), ir.Softmax(label="sm"),
                         loss="mse"),
+    # a residual over a conv and a concat of it with the input: a tensor read by three layers
+    "graph-add-concat": _net(
+        (2, 4, 4), ir.Conv(label="c", out_channels=2, kernel=(3, 3), pad=(1, 1), act=_tanh()),
+        ir.Add(label="r", inputs=(ir.INPUT, 0)), ir.Concat(label="j", inputs=(1, ir.INPUT, 0)),
+        ir.BatchNorm(label="bn"), *_head()),
 }
 
 
@@ -263,12 +268,40 @@ LAYER_SPECS = {
         conv - conv - pool - conv - conv - pool -
         fc(16, act=relu) - dropout(0.5) - fc(16, act=relu) - dropout(0.5) - softmax(5)""",
 }
+# graphs: identity and projection residuals in repeated blocks, a 4-way concat with a nested
+# add, a reference skip over three layers whose target fans out to three readers (so the
+# conv-to-conv fusion of its activation must not apply), the input read by two layers
+GRAPH_SPECS = {
+    "graph-residuals": """input 3x6x6
+        block res(c) = add[ conv(c, k=3, pad=1, act=relu) - conv(c, k=3, pad=1) - bn | ] - relu
+        block proj(c) = add[ conv(c, k=3, stride=2, pad=1) - bn - relu - conv(c, k=3, pad=1)
+                           | conv(c, k=1, stride=2, bias=off) - bn ] - relu
+        conv(4, k=3, pad=1) - (res(4))*2 - proj(6) - gap - softmax(3)""",
+    "graph-concat-nested": """input 3x6x6
+        concat[ conv(2, k=1) | conv(2, k=1, act=relu) - conv(3, k=3, pad=1) |
+                add[ conv(3, k=1) | conv(3, k=3, pad=1, act=tanh) ] |
+                maxpool(3, stride=1, pad=1) - conv(2, k=1) ] - flatten - fc(3) - softmax""",
+    "graph-skip-fanout": """input 2x6x6
+        c1: conv(3, k=3, pad=1, act=tanh) - conv(3, k=3, pad=1, act=relu) - conv(3, k=3, pad=1) -
+        concat[ | @c1 | @c1 - avgpool(3, stride=1, pad=1) ] - fc(4) - softmax""",
+    "graph-input-fanout": """input 2x5x5
+        add[ conv(2, k=3, pad=1, act=sigmoid) | ] - add[ | ] - fc(3, act=relu) - softmax""",
+    # examples/googlenet.net's blocks at a size a test can afford
+    "googlenet-mini": """input 3x8x8
+        block unit(c, k=1) = conv(c, k=k, pad=(k - 1)/2, bias=off) - bn(eps=0.001) - relu
+        block inception(c1, c3r, c3, c5r, c5, cp) = concat[ unit(c1) | unit(c3r) - unit(c3, k=3)
+            | unit(c5r) - unit(c5, k=5) | maxpool(3, stride=1, pad=1) - unit(cp) ]
+        unit(4, k=3) - inception(2, 2, 3, 1, 2, 2) - maxpool(2) - inception(3, 2, 2, 1, 2, 1) -
+        gap - dropout(0.2) - softmax(5)""",
+}
+LAYER_SPECS.update(GRAPH_SPECS)
 # The examples small enough to test whole (VGG-16 and AlexNet are covered by the minis above).
 EXAMPLES = {
     "xor": ("xor.net", {}), "cs231n": ("cs231n.net", {}), "lenet5": ("lenet5.net", {}),
     "lenet5-1998": ("lenet5-1998.net", {}), "mcn-base": ("mcn-base.net", {}),
     "mcn-bn": ("mcn-bn.net", {}), "mcn-sk-0.5": ("mcn-sk.net", {"s": 0.5}),
     "design-rule": ("design-rule.net", {"N": 1, "M": 2, "K": 2}),
+    "resnet20-n1": ("resnet20.net", {"n": 1}),
 }
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 ALL = sorted(LAYER_SPECS) + sorted(EXAMPLES)

@@ -78,9 +78,9 @@ def test_default_arguments_merge_with_the_call():
 
 
 def test_a_default_may_name_a_new_layer_or_a_different_one():
-    text = ("input 3x32x32\ndefault block = conv(8, k=3, pad=same)\n"
+    text = ("input 3x32x32\ndefault unit = conv(8, k=3, pad=same)\n"
             "default pool = maxpool(3, stride=2)\n"
-            "block - pool - block(16) - pool(2)\n")
+            "unit - pool - unit(16) - pool(2)\n")
     assert layers(text) == (
         ir.Conv(label="conv1", out_channels=8, kernel=(3, 3), pad=(1, 1)),
         ir.Pool(label="pool1", mode="max", kernel=(3, 3), stride=(2, 2)),

@@ -322,6 +322,19 @@ def test_not_tiling_warns():
     assert "the last 1 row(s) and 1 column(s) are never seen" in w.message
 
 
+def test_not_tiling_only_the_padding_does_not_warn():
+    # ResNet's stem: 7x7 stride 2 pad 3 on 224 leaves one row unseen, and it is padding
+    stem = ir.Conv(label="c", out_channels=1, kernel=(7, 7), stride=(2, 2), pad=(3, 3))
+    assert analyze(ir.Net("t", (1, 224, 224), (stem,))).shapes.warnings == ()
+    # 3 rows past the last window of a 5x5 stride 4 pad 1 on 10: one of them is padding
+    wide = ir.Conv(label="c", out_channels=1, kernel=(5, 5), stride=(4, 4), pad=(1, 1))
+    (w,) = analyze(ir.Net("t", (1, 10, 10), (wide,))).shapes.warnings
+    assert "the last 2 row(s) and 2 column(s) are never seen" in w.message
+    # a 1x1 stride-2 projection (ResNet's shortcut) skips every other row anyway
+    skip = ir.Conv(label="c", out_channels=1, kernel=(1, 1), stride=(2, 2))
+    assert analyze(ir.Net("t", (1, 56, 56), (skip,))).shapes.warnings == ()
+
+
 # ---- every layer kind goes through every pass
 
 SAMPLES = {
@@ -335,6 +348,8 @@ SAMPLES = {
     ir.Dropout: ir.Dropout(label="x", p=0.5),
     ir.BatchNorm: ir.BatchNorm(label="x"),
     ir.Flatten: ir.Flatten(label="x"),
+    ir.Add: ir.Add(label="x", inputs=(ir.INPUT, ir.INPUT)),
+    ir.Concat: ir.Concat(label="x", inputs=(ir.INPUT, ir.INPUT)),
 }
 
 PASSES = {

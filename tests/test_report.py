@@ -8,8 +8,8 @@ from netc.passes import analyze, memory
 from netc.passes.receptive import rf_from
 from test_passes import SAMPLES, VGG16_TABLE_15_2, alexnet, lenet5, lenet5_1998, vgg16
 
-LAYER_KEYS = {"index", "label", "type", "summary", "attrs", "in", "out", "params", "weights",
-              "biases", "buffers", "connections", "rf", "macs", "flops", "param_bytes",
+LAYER_KEYS = {"index", "label", "type", "inputs", "summary", "attrs", "in", "out", "params",
+              "weights", "biases", "buffers", "connections", "rf", "macs", "flops", "param_bytes",
               "act_bytes"}
 
 
@@ -40,8 +40,10 @@ def test_reach_data_gives_input_and_output_extents():
     net = vgg16()
     reach = report.reach_data(net, rf_from(net, analyze(net).shapes, "pool5"))
     assert reach["layer"] == "pool5"
-    assert reach["layers"][0] == {"label": "conv1_1", "input": [212, 212], "output": [210, 210]}
-    assert reach["layers"][-1] == {"label": "pool5", "input": [2, 2], "output": [1, 1]}
+    assert reach["layers"][0] == {"index": 0, "label": "conv1_1", "input": [212, 212],
+                                  "output": [210, 210]}
+    assert reach["layers"][-1] == {"index": 17, "label": "pool5", "input": [2, 2],
+                                   "output": [1, 1]}
 
 
 def test_rf_from_the_last_layer_ends_with_the_output():
@@ -56,7 +58,7 @@ def test_json_has_every_layer_attribute_and_round_trips():
     net = lenet5_1998()
     d = data(net)
     assert json.loads(json.dumps(d)) == d
-    assert d["schema_version"] == 1
+    assert d["schema_version"] == 2
     assert set(d) == {"schema_version", "netc_version", "name", "input", "loss", "bindings",
                       "layers", "totals", "final_rf", "training", "warnings"}
     assert all(set(layer) == LAYER_KEYS for layer in d["layers"])

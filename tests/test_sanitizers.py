@@ -45,8 +45,16 @@ NETS = {
     "regression": """input 2x5x5
         loss mse
         conv(2, k=3) - flatten - fc(4)""",
+    # a graph: residual blocks (identity and projection), a 3-way concat with a reference skip,
+    # the network's input read by two layers, a nested merge, fan-out to three readers
+    "graph": """input 3x8x8
+        block res(c, s=1) = add[ conv(c, k=3, stride=s, pad=1, act=relu) - conv(c, k=3, pad=1) - bn
+                               | conv(c, k=1, stride=s) ] - relu
+        add[ c0: conv(3, k=1) | ] - res(4) - r: res(6, s=2) -
+        concat[ | conv(2, k=3, pad=1) - add[ | relu ] | @r - avgpool(3, stride=1, pad=1) ] -
+        gap - fc(5) - softmax""",
 }
-CONFIGS = [("convs", "float32", "sgd"), ("convs", "float64", "adam"),
+CONFIGS = [("convs", "float32", "sgd"), ("convs", "float64", "adam"), ("graph", "float32", "adam"),
            ("lenet-ish", "float32", "adam"), ("lenet-ish", "float64", "sgd"),
            ("mlp-mse", "float64", "sgd"), ("regression", "float32", "adam")]
 BATCH = 5

@@ -51,11 +51,14 @@ CASES = [
      'input 1x28x28\n(conv(6, k=3)*2\n',
      "this '(' is never closed"),
     ('bad_char', '2:14', '^',
-     'input 1x28x28\nconv(6, k=5) @ pool\n',
-     "unexpected character '@': expected the end of the line, '-' or '*'"),
+     'input 1x28x28\nconv(6, k=5) $ pool\n',
+     "unexpected character '$': expected the end of the line, '-' or '*'"),
+    ('reference_mid_chain', '2:16', '^',
+     'input 1x28x28\nconv(6, k=5) - @c1\n',
+     "unexpected '@': expected a layer or '('"),
     ('misspelled_keyword', '1:7', '^^^^^^^',
      'inptu 1x28x28\nconv(6, k=5)\n',
-     "unexpected '1x28x28': expected the end of the line, '(', '-', '*' or ':'"),
+     "unexpected '1x28x28': expected the end of the line, '(', '-', '*', ':' or '['"),
     ('input_without_size', '1:6', '^',
      'input\nconv(6, k=5)\n',
      'unexpected end of line: expected a number or a size such as 3x5'),
@@ -170,12 +173,12 @@ CASES = [
     ('bad_default_argument', '2:30', '^^^^^^^',
      'input 1x28x28\ndefault conv = conv(32, k=3, strid=2)\nconv - conv\n',
      "conv has no argument 'strid'; did you mean 'stride'?"),
-    ('default_of_unknown_layer', '2:17', '^^^^',
-     'input 1x28x28\ndefault block = covn(3)\nblock\n',
+    ('default_of_unknown_layer', '2:16', '^^^^',
+     'input 1x28x28\ndefault unit = covn(3)\nunit\n',
      "unknown layer 'covn'; did you mean 'conv'?"),
-    ('unknown_layer_suggests_a_default', '3:1', '^^^^^',
-     'input 1x28x28\ndefault block = conv(8, k=3)\nblokc - relu\n',
-     "unknown layer 'blokc'; did you mean 'block'?"),
+    ('unknown_layer_suggests_a_default', '3:1', '^^^^',
+     'input 1x28x28\ndefault unit = conv(8, k=3)\nuint - relu\n',
+     "unknown layer 'uint'; did you mean 'unit'?"),
     ('unused_default_is_still_checked', '2:21', '^^^^^^^^',
      'input 1x28x28\ndefault fc = fc(10, units=10)\nrelu\n',
      "argument 'units' is given twice"),
@@ -259,7 +262,8 @@ def test_hints_say_what_to_do():
 
 def test_parentheses_nested_65_deep_are_refused_before_any_recursion():
     text = "input 1x28x28\n" + "(" * 65 + "relu" + ")" * 65 + "\n"
-    check(fails(text), text, "2:65", "^", "parentheses nested more than 64 levels deep")
+    check(fails(text), text, "2:65", "^",
+          "parentheses and brackets nested more than 64 levels deep")
     assert len(load_spec("input 1x28x28\n" + "(" * 64 + "relu" + ")" * 64).layers) == 1
 
 

@@ -94,13 +94,17 @@ def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
                         hint="end the network with softmax, or use the mse loss")
     layers = []
     for i, (layer, ins, outs) in enumerate(zip(net.layers, shapes.inputs, shapes.outputs)):
-        prev = net.layers[i - 1].label if i else None
         v = dict(
             index=i, label=Comment(layer.label), comment=describe(layer, ins, outs),
             template=f"layers/{layer.kind}.c.j2",
             c_in=ins[0], h_in=ins[1], w_in=ins[2], c_out=outs[0], h_out=outs[1], w_out=outs[2],
             in_size=ins[0] * ins[1] * ins[2], out_size=outs[0] * outs[1] * outs[2],
             in_shape=_tuple(ins), out_shape=_tuple(outs),
+            reads=Comment(", ".join(net.input_label(j) for j in net.inputs_of(i))),
+            n_inputs=len(net.inputs_of(i)),  # a merge: each input's size and its offset in out
+            input_sizes=_tuple(map(_size, shapes.sources[i])),
+            input_offsets=_tuple(sum(map(_size, shapes.sources[i][:k]))
+                                 for k in range(len(net.inputs_of(i)))),
         )
         v.update(_kind_view(layer, ins, outs, dt))
         # batch-parallel: every sample independent (batch statistics and the dropout generator
@@ -115,16 +119,20 @@ def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
         v["ws_size"] = memory.workspace_size(layer, ins, outs, chunk)
         v["chunk_pad"] = -(-chunk // memory.LANE_PAD) * memory.LANE_PAD
         v["fc_transposed"] = int(memory.fc_transposed(chunk))
-        v["slots"] = _slots(layer, prev, off, v["ws_size"])
+        v["slots"] = _slots(net, i, off, v["ws_size"])
+        v["merge_slots"] = _merge_slots(net, i, off)
         layers.append(v)
-    for prev, v in zip([None] + layers, layers):
-        # a conv whose input is another conv's activated output applies that activation's
-        # derivative to its input gradient, while the gradient and that output (its input) are
-        # in cache; the previous conv then reads its output gradient as dz (DZ_READY)
+    for v in layers:
+        # a conv whose input is another conv's activated output, read by it alone, applies that
+        # activation's derivative to its input gradient while the gradient and that output (its
+        # input) are in cache; the other conv then reads its output gradient as dz (DZ_READY)
+        inputs = net.inputs_of(v["index"])
+        (j,) = inputs if len(inputs) == 1 else (ir.INPUT,)
+        prev = layers[j] if j != ir.INPUT and net.consumers(j) == (v["index"],) else None
         fuse = (prev is not None and prev["template"] == v["template"] == "layers/conv.c.j2"
                 and prev["has_act"] and prev["parallel"] and v["parallel"])
         v["dx_act"] = (prev["act"], prev["act_a"], prev["act_b"]) if fuse else None
-        v["dz_ready"] = 0
+        v.setdefault("dz_ready", 0)
         if fuse:
             prev["dz_ready"] = 1
     backward = [v for v in reversed(layers) if not (fused and v["index"] == len(layers) - 1)]
@@ -151,22 +159,24 @@ def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
         loss_template=f"loss/{net.loss}.c.j2", last=len(layers) - 1,
         optimizer_template=f"optim/{plan.optimizer}.c.j2",
         classes=_size(shapes.outputs[-1]),
+        max_inputs=max(len(net.inputs_of(i)) for i in range(len(net.layers))),
         regions=[dict(role=Ident(r), start=s, end=e) for r, s, e in plan.regions],
         buffers=[dict(name=Comment(b.name), role=Ident(b.role), arena=Ident(b.arena),
                       offset=b.offset, shape=_tuple(b.shape)) for b in plan.buffers],
     )
 
 
-def _slots(layer: ir.AnyLayer, prev: str | None, off: dict,
-           ws_size: int) -> list[tuple[Ident, Code]]:
-    """(field, C expression) pairs that fill this layer's `Slots`; absent fields stay NULL.
-    Layer 0 reads the caller's x and writes dx (NULL unless the input gradient is wanted)."""
+def _slots(net: ir.Net, i: int, off: dict, ws_size: int) -> list[tuple[Ident, Code]]:
+    """(field, C expression) pairs that fill layer i's `Slots`; absent fields stay NULL. A layer
+    that reads the network's input reads the caller's x and accumulates into dx (NULL unless the
+    input gradient is wanted)."""
+    layer = net.layers[i]
     label = layer.label
-    s = [("out", f"mem + {off[label + '.out']}"),
-         ("inp", "x" if prev is None else f"mem + {off[prev + '.out']}")]
+    inp, dinp = _source(net, net.inputs_of(i)[0], off)
+    s = [("out", f"mem + {off[label + '.out']}"), ("inp", inp)]
     if label + ".out.grad" in off:  # absent for a softmax fused with the cross-entropy loss
         s.append(("dout", f"mem + {off[label + '.out.grad']}"))
-    s.append(("dinp", "dx" if prev is None else f"mem + {off[prev + '.out.grad']}"))
+    s.append(("dinp", dinp))
     params = [(field, f"{label}.{suffix}") for field, suffix in (("w", "weight"), ("b", "bias"))
               if f"{label}.{suffix}" in off]
     s += [(field, f"mem + {off[name]}") for field, name in params]
@@ -182,6 +192,22 @@ def _slots(layer: ir.AnyLayer, prev: str | None, off: dict,
     if ws_size:
         s.append(("ws", f"mem + {off['workspace']}"))
     return [(Ident(field), Code(expr)) for field, expr in s]
+
+
+def _merge_slots(net: ir.Net, i: int, off: dict) -> list[tuple[int, Code, Code]]:
+    """(k, input k, its gradient) of a merge: the `ins` and `dins` of its Slots."""
+    if not isinstance(net.layers[i], ir.MERGES):
+        return []
+    return [(k, Code(x), Code(dx)) for k, (x, dx) in
+            enumerate(_source(net, j, off) for j in net.inputs_of(i))]
+
+
+def _source(net: ir.Net, j: int, off: dict) -> tuple[str, str]:
+    """The C expressions of what index j in `inputs` names, and of its gradient."""
+    if j == ir.INPUT:
+        return "x", "dx"
+    label = net.layers[j].label
+    return f"mem + {off[label + '.out']}", f"mem + {off[label + '.out.grad']}"
 
 
 def _kind_view(layer: ir.AnyLayer, ins: ir.Shape, outs: ir.Shape, dt: str) -> dict:
@@ -215,7 +241,7 @@ def _kind_view(layer: ir.AnyLayer, ins: ir.Shape, outs: ir.Shape, dt: str) -> di
             return dict(common, p=lit(layer.p, dt), scale=lit(1 / keep if keep > 0 else 0.0, dt))
         case ir.BatchNorm():
             return dict(common, eps=lit(layer.eps, dt), momentum=lit(layer.momentum, dt))
-        case ir.FC() | ir.Softmax() | ir.Flatten():
+        case ir.FC() | ir.Softmax() | ir.Flatten() | ir.Add() | ir.Concat():
             return common
         case _:
             raise NotImplementedError(layer.kind)

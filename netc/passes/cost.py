@@ -4,8 +4,9 @@
 
 Conventions, stated once: FLOPs = 2 × MACs. A MAC is one use of a trained multiplier: a conv or fc
 weight, a subsample coefficient (once per window input, as the window sum feeds it), a batchnorm
-gamma (once per element, scale and shift). Biases, activations, pooling, softmax, dropout and
-flattening do no MACs and are not counted: they are elementwise and small next to conv and fc.
+gamma (once per element, scale and shift). Biases, activations, pooling, softmax, dropout,
+flattening, add and concat do no MACs and are not counted: they are elementwise and small next
+to conv and fc.
 A training step costs 3 × forward: backward computes both the input gradient and the weight
 gradient, each as many MACs as the forward pass.
 """
@@ -92,7 +93,7 @@ def _macs(layer: ir.AnyLayer, weights: int, shape_out: ir.Shape) -> int:
         case ir.BatchNorm():
             return c * h * w
         case (ir.Pool() | ir.GlobalAvgPool() | ir.Act() | ir.Softmax() | ir.Dropout()
-              | ir.Flatten()):
+              | ir.Flatten() | ir.Add() | ir.Concat()):
             return 0
         case _:
             raise NotImplementedError(layer.kind)

@@ -179,7 +179,8 @@ def param_shapes(layer: ir.AnyLayer, in_shape: ir.Shape) -> list[tuple[str, tupl
             return [("weight", (c,), True), ("bias", (c,), False)]
         case ir.BatchNorm():
             return [("weight", (c,), False), ("bias", (c,), False)]
-        case ir.Pool() | ir.GlobalAvgPool() | ir.Act() | ir.Softmax() | ir.Dropout() | ir.Flatten():
+        case (ir.Pool() | ir.GlobalAvgPool() | ir.Act() | ir.Softmax() | ir.Dropout() | ir.Flatten()
+              | ir.Add() | ir.Concat()):
             return []
         case _:
             raise NotImplementedError(layer.kind)

@@ -83,7 +83,7 @@ def _count(layer: ir.AnyLayer, shape_in: ir.Shape, shape_out: ir.Shape) -> Layer
             # gamma scales each element once and beta shifts it once
             return LayerParams(c_out, c_out, 2 * c_out, 2 * c_out * h_out * w_out)
         case (ir.Pool() | ir.GlobalAvgPool() | ir.Act() | ir.Softmax() | ir.Dropout()
-              | ir.Flatten()):
+              | ir.Flatten() | ir.Add() | ir.Concat()):
             return LayerParams(0, 0, 0, 0)
         case _:
             raise NotImplementedError(layer.kind)

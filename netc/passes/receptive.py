@@ -13,6 +13,12 @@ the input's size); elementwise layers change nothing.
 Forward, per layer with window k, stride s, pad p:  size += (k − 1)·jump,
 start += ((k − 1)/2 − p)·jump, jump *= s.  Backward (rf_from), from one element of a layer's
 output down to the input: size = (size − 1)·s + k.
+
+On a graph a layer with several inputs (add, concat: a 1×1 window) takes, per axis, the field of
+the input whose field is largest there (its size, jump and start): the largest over the paths that
+reach it, so a residual block's sum sees what its longer branch sees. rf_from walks back along
+every path from the chosen layer; where paths meet again (the layer that fanned out), the
+largest extent is kept.
 """
 from __future__ import annotations
 
@@ -34,17 +40,23 @@ PIXEL = Field((1, 1), (1, 1), (0.0, 0.0))  # the input's own field: one pixel
 
 @dataclass(frozen=True, slots=True)
 class Reach:
-    """The extent, in each earlier layer's input, of one element of `label`'s output."""
+    """The extent of one element of `label`'s output in the input and in the output of each
+    layer up to it: None for a layer that is on no path to it."""
 
     label: str
-    inputs: tuple[ir.Pair, ...]  # aligned with net.layers up to and including `label`
+    inputs: tuple[ir.Pair | None, ...]  # aligned with net.layers up to and including `label`
+    outputs: tuple[ir.Pair | None, ...]  # the same in each layer's output; (1, 1) for `label`
 
 
 def receptive_fields(net: ir.Net, shapes: Shapes) -> tuple[Field, ...]:
     """Each layer's output field, in the net's input pixels."""
-    fields = []
-    size, jump, start = PIXEL.size, PIXEL.jump, PIXEL.start
-    for layer, shape in zip(net.layers, shapes.inputs):
+    fields: list[Field] = []
+    for i, (layer, shape) in enumerate(zip(net.layers, shapes.inputs)):
+        reads = [PIXEL if j == ir.INPUT else fields[j] for j in net.inputs_of(i)]
+        widest = [max(reads, key=lambda f: f.size[a]) for a in (0, 1)]  # the first of equals
+        size = tuple(widest[a].size[a] for a in (0, 1))
+        jump = tuple(widest[a].jump[a] for a in (0, 1))
+        start = tuple(widest[a].start[a] for a in (0, 1))
         k, s, p = _window(layer, shape)
         size = tuple(r + (k[a] - 1) * jump[a] for a, r in enumerate(size))
         start = tuple(u + ((k[a] - 1) / 2 - p[a]) * jump[a] for a, u in enumerate(start))
@@ -54,26 +66,33 @@ def receptive_fields(net: ir.Net, shapes: Shapes) -> tuple[Field, ...]:
 
 
 def feature_index(net: ir.Net, shapes: Shapes) -> int:
-    """The last layer whose output is still a feature map: the one before the first layer that
-    reduces its whole input to 1×1 (an fc, flatten, global pool, or a conv as large as its input).
+    """The last layer whose output is still a feature map: what the first layer that reduces its
+    whole input to 1×1 reads (an fc, flatten, global pool, or a conv as large as its input).
     -1 when that is the input itself; the last layer when no layer does."""
     for i, (layer, shape_in, shape_out) in enumerate(zip(net.layers, shapes.inputs,
                                                           shapes.outputs)):
         kh, kw = _window(layer, shape_in)[0]
         if shape_out[1:] == (1, 1) and kh >= shape_in[1] and kw >= shape_in[2]:
-            return i - 1
+            return net.inputs_of(i)[0]
     return len(net.layers) - 1
 
 
 def rf_from(net: ir.Net, shapes: Shapes, label: str) -> Reach:
-    """Walk back from one element of `label`'s output (1×1) through every earlier layer."""
-    index = net.layers.index(net.layer(label))  # KeyError when there is no such layer
-    extents, size = [], (1, 1)
-    for layer, shape in zip(net.layers[index::-1], shapes.inputs[index::-1]):
-        k, s, _ = _window(layer, shape)
-        size = tuple((r - 1) * s[a] + k[a] for a, r in enumerate(size))
-        extents.append(size)
-    return Reach(label, tuple(reversed(extents)))
+    """Walk back from one element of `label`'s output (1×1) along every path to the input."""
+    index = net.index(label)  # KeyError when there is no such layer
+    outputs: list[ir.Pair | None] = [None] * (index + 1)
+    inputs: list[ir.Pair | None] = [None] * (index + 1)
+    outputs[index] = (1, 1)
+    for i in range(index, -1, -1):
+        if outputs[i] is None:
+            continue
+        k, s, _ = _window(net.layers[i], shapes.inputs[i])
+        inputs[i] = tuple((r - 1) * s[a] + k[a] for a, r in enumerate(outputs[i]))
+        for j in net.inputs_of(i):
+            if j != ir.INPUT:
+                seen = outputs[j] or (0, 0)
+                outputs[j] = tuple(max(seen[a], inputs[i][a]) for a in (0, 1))
+    return Reach(label, tuple(inputs), tuple(outputs))
 
 
 def _window(layer: ir.AnyLayer, shape_in: ir.Shape) -> tuple[ir.Pair, ir.Pair, ir.Pair]:
@@ -85,7 +104,7 @@ def _window(layer: ir.AnyLayer, shape_in: ir.Shape) -> tuple[ir.Pair, ir.Pair, i
             return layer.kernel, layer.stride, (0, 0)
         case ir.FC() | ir.Flatten() | ir.GlobalAvgPool():
             return shape_in[1:], (1, 1), (0, 0)
-        case ir.Act() | ir.Softmax() | ir.Dropout() | ir.BatchNorm():
+        case ir.Act() | ir.Softmax() | ir.Dropout() | ir.BatchNorm() | ir.Add() | ir.Concat():
             return (1, 1), (1, 1), (0, 0)
         case _:
             raise NotImplementedError(layer.kind)

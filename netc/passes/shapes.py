@@ -3,9 +3,10 @@
     conv(6, k=5) on (1, 32, 32) -> (6, 28, 28);  pool(max, 2) on (6, 28, 28) -> (6, 14, 14)
 
 Impossible shapes raise SpecError at the offending layer; a window that does not tile its input
-exactly is allowed but produces a warning (the last rows or columns are never seen). Absurd sizes
-are refused up front: more than LIMIT elements in one layer's output (per sample) or in one layer's
-weight tensor, or more than LIMIT parameters in the whole net.
+exactly is allowed but produces a warning when the last rows or columns it never sees hold input,
+not only padding (a window narrower than its stride, which skips rows by design, never warns).
+Absurd sizes are refused up front: more than LIMIT elements in one layer's output (per sample) or
+in one layer's weight tensor, or more than LIMIT parameters in the whole net.
 """
 from __future__ import annotations
 
@@ -29,22 +30,25 @@ class ShapeWarning:
 
 @dataclass(frozen=True, slots=True)
 class Shapes:
-    inputs: tuple[ir.Shape, ...]  # per layer, what it reads
+    inputs: tuple[ir.Shape, ...]  # per layer, what it reads (a merge: its first input)
     outputs: tuple[ir.Shape, ...]  # per layer, what it writes
     warnings: tuple[ShapeWarning, ...]
+    sources: tuple[tuple[ir.Shape, ...], ...]  # per layer, each of its inputs, in order
 
 
 def infer_shapes(net: ir.Net) -> Shapes:
-    inputs, outputs, warnings = [], [], []
-    shape, total = net.input, 0
-    for layer in net.layers:
-        inputs.append(shape)
-        weights = _weight_bound(layer, shape)
+    sources, outputs, warnings = [], [], []
+    total = 0
+    for i, layer in enumerate(net.layers):
+        reads = tuple(net.input if j == ir.INPUT else outputs[j] for j in net.inputs_of(i))
+        sources.append(reads)
+        weights = _weight_bound(layer, reads[0])
         total += weights
-        shape = _output(layer, shape, warnings)
+        shape = _merged(layer, reads) if isinstance(layer, ir.MERGES) else \
+            _output(layer, reads[0], warnings)
         outputs.append(shape)
         _check_size(layer, shape, weights, total)
-    return Shapes(tuple(inputs), tuple(outputs), tuple(warnings))
+    return Shapes(tuple(r[0] for r in sources), tuple(outputs), tuple(warnings), tuple(sources))
 
 
 def _weight_bound(layer: ir.AnyLayer, shape: ir.Shape) -> int:
@@ -85,8 +89,11 @@ def _windowed(layer, shape: ir.Shape, channels: int, pad: ir.Pair, warnings: lis
                 hint="use a smaller kernel, more padding, or fewer pooling layers before it",
             )
     oh, ow = window_out(h, kh, sh, pad[0]), window_out(w, kw, sw, pad[1])
-    lost = [f"{(h + 2 * pad[0] - kh) % sh} row(s)"] if (h + 2 * pad[0] - kh) % sh else []
-    lost += [f"{(w + 2 * pad[1] - kw) % sw} column(s)"] if (w + 2 * pad[1] - kw) % sw else []
+    # the rows past the last window, less those that are padding: what is lost of the input;
+    # windows narrower than their stride skip rows everywhere by design (a 1x1 stride-2 conv)
+    rows = (h + 2 * pad[0] - kh) % sh - pad[0] if kh >= sh else 0
+    cols = (w + 2 * pad[1] - kw) % sw - pad[1] if kw >= sw else 0
+    lost = ([f"{rows} row(s)"] if rows > 0 else []) + ([f"{cols} column(s)"] if cols > 0 else [])
     if lost:
         warnings.append(ShapeWarning(
             f"the window does not tile the input {_fmt(shape)} exactly: the last "
@@ -118,6 +125,29 @@ def _output(layer: ir.AnyLayer, shape: ir.Shape, warnings: list) -> ir.Shape:
             return shape
         case _:
             raise NotImplementedError(layer.kind)
+
+
+def _merged(layer: ir.AnyLayer, reads: tuple[ir.Shape, ...]) -> ir.Shape:
+    """add: every input the same shape; concat: the same height and width, channels summed."""
+    first = reads[0]
+    same = (lambda r: r == first) if isinstance(layer, ir.Add) else \
+        (lambda r: r[1:] == first[1:])
+    k = next((k for k, r in enumerate(reads) if not same(r)), None)
+    if k is not None:
+        if isinstance(layer, ir.Add):
+            raise SpecError(f"{layer.label}: the branches of add[ ] must have one shape, but "
+                            f"branch 1 gives {_fmt(first)} and branch {k + 1} gives "
+                            f"{_fmt(reads[k])}", layer.span,
+                            hint="where a branch changes the shape, project the other one to "
+                                 "match: e.g. conv(128, k=1, stride=2, bias=off) - bn")
+        raise SpecError(f"{layer.label}: the branches of concat[ ] must have one height and "
+                        f"width, but branch 1 gives {_fmt(first)} and branch {k + 1} gives "
+                        f"{_fmt(reads[k])}", layer.span,
+                        hint="pad each branch's windows to keep the size, e.g. "
+                             "conv(32, k=3, pad=1) or maxpool(3, stride=1, pad=1)")
+    if isinstance(layer, ir.Add):
+        return first
+    return (sum(r[0] for r in reads), first[1], first[2])
 
 
 def _check_connectivity(conv: ir.Conv, in_channels: int) -> None:
