@@ -130,37 +130,39 @@ def part_b_to_f(bench: Bench, args) -> None:
               f"{r.seconds:,.0f} s |", flush=True)
 
 
-
 def marks(axes, xs, runs: list[Run], colour: str, label: str) -> None:
     """Each run's error as a point, the mean as a line and ± one standard deviation as a band."""
     e = [r.error for r in runs]
     mean, sd = statistics.mean(e), statistics.stdev(e)
     xs = list(xs)
     axes.plot(xs, e, marker="o", linestyle="none", color=colour,
-              label=f"{label}: {mean:.2f}% ± {sd:.2f}")
+              label=f"{label}: mean {mean:.2f}% ± {sd:.2f} (s.d., shaded)")
     axes.axhline(mean, color=colour, linewidth=1)
     axes.axhspan(mean - sd, mean + sd, color=colour, alpha=0.15)
     axes.set_xticks(xs)
+    axes.legend(fontsize="small")  # again after a second series: it then lists both
 
 
 def part_g(bench: Bench, args) -> None:
-    print("| SK-0.2, first N training images (g) | test error | errors | wall time |\n"
-          "| --- | --- | --- | --- |")
-    runs = []
-    for n in SIZES:
-        runs.append(bench.run(f"g-{n}", *SK02, range(n)))
-        r = runs[-1]
-        print(f"| {n:,} | {r.error:.2f}% | {r.errors:,} | {r.seconds:,.0f} s |", flush=True)
+    rows = [(f"{n:,}", bench.run(f"g-{n}", *SK02, range(n))) for n in SIZES]
+    table("SK-0.2, first N training images (g)", rows)
+    runs = [r for _, r in rows]
 
     def draw(axes):
-        axes.plot(SIZES, [r.error for r in runs], marker="o")
+        e = [r.error for r in runs]
+        axes.plot(SIZES, e, marker="o")
         for n, r in zip(SIZES, runs):
             axes.annotate(f"{r.error:.2f}%", (n, r.error), xytext=(4, 4),
                           textcoords="offset points", fontsize="small")
         axes.set_xscale("log")
+        axes.set_yscale("log")  # a power law is a straight line
         axes.set_xticks(SIZES, [f"{n:,}" for n in SIZES], fontsize="small")
-        axes.set_xlabel("training images (the first N), log scale")
-        axes.set_title("(g) SK-0.2: test error against training-set size", fontsize="medium")
+        ticks = [t for t in (0.5, 1, 2, 5, 10, 20, 50) if min(e) / 2 < t < max(e) * 2]
+        axes.set_yticks(ticks, [f"{t:g}" for t in ticks])
+        axes.minorticks_off()
+        axes.set_xlabel("training images (the first N)")
+        axes.set_title("(g) SK-0.2: test error against training-set size, log-log",
+                       fontsize="medium")
     bench.figure("g", draw)
 
 
@@ -173,7 +175,7 @@ def part_h(bench: Bench, args) -> None:
     print(f"\nmean ± standard deviation over the 6 slices: {spread(runs)}")
 
     def draw(axes):
-        marks(axes, range(1, 7), runs, "C0", "ReLU")
+        marks(axes, range(1, 7), runs, "C0", "SK-0.2")
         axes.set_xlabel("i: trained on training images 10,000·(i−1)+1 … 10,000·i")
         axes.set_title("(h) SK-0.2 on six disjoint training sets", fontsize="medium")
     bench.figure("h", draw)
@@ -184,12 +186,12 @@ def seeds(bench: Bench, text: str, prefix: str) -> list[Run]:
 
 
 def part_i(bench: Bench, args) -> None:
-    runs = seeds(bench, SK02[0], "i")
+    runs = seeds(bench, SK02[0], "sk-0.2")
     table("SK-0.2, seed (i)", list(zip(map(str, SEEDS), runs)))
     print(f"\nmean ± standard deviation over the 7 seeds: {spread(runs)}")
 
     def draw(axes):
-        marks(axes, range(len(SEEDS)), runs, "C0", "ReLU")
+        marks(axes, range(len(SEEDS)), runs, "C0", "SK-0.2")
         axes.set_xticks(range(len(SEEDS)), map(str, SEEDS))
         axes.set_xlabel("seed")
         axes.set_title("(i) SK-0.2, first 10,000 training images, seven seeds",
@@ -198,7 +200,8 @@ def part_i(bench: Bench, args) -> None:
 
 
 def part_j(bench: Bench, args) -> None:
-    relu, sig = seeds(bench, SK02[0], "i"), seeds(bench, sigmoid(SK02[0]), "j")
+    relu = seeds(bench, SK02[0], "sk-0.2")
+    sig = seeds(bench, sigmoid(SK02[0]), "sk-0.2-sigmoid")
     print("| SK-0.2, seed (j) | ReLU: test error | errors | sigmoid: test error | errors "
           "| sigmoid wall time |\n| --- | --- | --- | --- | --- | --- |")
     for s, a, b in zip(SEEDS, relu, sig):
@@ -212,7 +215,6 @@ def part_j(bench: Bench, args) -> None:
         marks(axes, range(len(SEEDS)), sig, "C3", "sigmoid")
         axes.set_xticks(range(len(SEEDS)), map(str, SEEDS))
         axes.set_xlabel("seed")
-        axes.legend(fontsize="small")
         axes.set_title("(j) SK-0.2 with ReLU and with sigmoid, seven seeds", fontsize="medium")
     bench.figure("j", draw)
 
