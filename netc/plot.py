@@ -156,8 +156,9 @@ def draw(runs: list[RunLog]):
             if test is not None:
                 axes.plot([run.epochs[-1]], [scale * test], color=colour, marker="*",
                           markersize=12, linestyle="none", gid="test")
+                # Each run's label a line lower: close test results stay readable.
                 axes.annotate(f"test {shown.format(scale * test)}", (run.epochs[-1], scale * test),
-                              xytext=(6, 4), textcoords="offset points", color=colour,
+                              xytext=(6, 4 - 11 * i), textcoords="offset points", color=colour,
                               fontsize="small")
     for axes, what in ((loss, "loss"), (acc, "accuracy (%)")):
         axes.set_xlabel("epoch")
