@@ -343,7 +343,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.plot:
         title = f"{trained.model.net.name} on {dataset.name} ({which}): {result.errors:,} errors"
         plot.write_picture(plot.draw_confusion(result.confusion, names, title), args.plot,
-                       "the confusion matrix")
+                           "the confusion matrix")
         print(escape(f"confusion matrix: {args.plot}"))
     return 0
 
