@@ -342,8 +342,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
               + "".join(f"{v:>{width},}" for v in row))
     if args.plot:
         title = f"{trained.model.net.name} on {dataset.name} ({which}): {result.errors:,} errors"
-        plot.write_png(plot.draw_confusion(result.confusion, names, title), args.plot,
-                       "the confusion matrix")
+        plot.write_picture(plot.draw_confusion(result.confusion, names, title), args.plot,
+                           "the confusion matrix")
         print(escape(f"confusion matrix: {args.plot}"))
     return 0
 
@@ -393,7 +393,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         best = int(np.argmax(probs)) if len(probs) > 1 else int(probs[0] >= 0.5)
         figure = plot.draw_maps(maps, f"{trained.model.net.name}: {shown} → "
                                       f"{_class_name(trained, best)}")
-    plot.write_png(figure, args.out, "the picture")
+    plot.write_picture(figure, args.out, "the picture")
     print(escape(f"picture: {args.out}"))
     return 0
 
@@ -593,13 +593,13 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "plot", help="draw training curves from run logs (needs the plot extra)",
         description="Draw loss and accuracy per epoch, training and validation, with the test "
-                    "result marked, from each RUN's log.jsonl into one PNG; several runs are "
-                    "overlaid with a legend of their folder names. Needs matplotlib: pip "
-                    "install 'netc[plot]'. Details: docs/training.md.")
+                    "result marked, from each RUN's log.jsonl into one PNG (SVG for a .svg "
+                    "name); several runs are overlaid with a legend of their folder names. "
+                    "Needs matplotlib: pip install 'netc[plot]'. Details: docs/training.md.")
     p.add_argument("runs", metavar="RUN", nargs="+",
                    help="a run folder (written by netc train --out) or its log.jsonl")
-    p.add_argument("-o", dest="out", metavar="PNG", default="curves.png",
-                   help="the PNG to write (default curves.png)")
+    p.add_argument("-o", dest="out", metavar="FILE", default="curves.png",
+                   help="the .png or .svg to write (default curves.png)")
     p.set_defaults(run=cmd_plot)
 
     p = commands.add_parser(
@@ -610,16 +610,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint.npz written by netc train")
     _add_defines(p)
     p.add_argument("--data", metavar="NAME|PATH", help="default: the training run's data set")
-    p.add_argument("--plot", metavar="PNG",
+    p.add_argument("--plot", metavar="FILE",
                    help="also draw the confusion matrix, counts in its cells, as a PNG "
-                        "(needs the plot extra)")
+                        "(SVG for a .svg name; needs the plot extra)")
     p.set_defaults(run=cmd_eval)
 
     p = commands.add_parser(
         "show", help="draw a trained network's filters or feature maps (needs the plot extra)",
         description="Draw the kernels of a conv layer (--filters LAYER) as a grid with one "
                     "colour scale, or the input and each layer's feature maps for one image "
-                    "(--maps IMAGE, or --index N of the test set), into a PNG. Needs "
+                    "(--maps IMAGE, or --index N of the test set), into a PNG or SVG. Needs "
                     "matplotlib: pip install 'netc[plot]'. Details: docs/training.md.")
     p.add_argument("file", metavar="FILE", help="the .net spec the checkpoint was trained on")
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint.npz written by netc train")
@@ -632,7 +632,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="draw the feature maps of test image N (from 0) instead")
     p.add_argument("--layers", metavar="L1,L2,...",
                    help="the layers whose maps to draw, by label (default: every layer)")
-    p.add_argument("-o", dest="out", metavar="PNG", required=True, help="the PNG to write")
+    p.add_argument("-o", dest="out", metavar="FILE", required=True,
+                   help="the .png or .svg to write")
     p.set_defaults(run=cmd_show)
 
     p = commands.add_parser(

@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ MLP = "network mlp\ninput 1x28x28\nfc(16, act=relu) - fc(10) - softmax\n"
 QUIET = dict(echo=lambda *a: None, progress=False, flags=["-O1"])
 NO_MATPLOTLIB = "import sys; sys.modules['matplotlib'] = None; from netc.cli import main; " \
                 "sys.exit(main(sys.argv[1:]))"
+SVG = "{http://www.w3.org/2000/svg}"
 MISSING = "error: netc plot needs matplotlib: pip install 'netc[plot]'"
 
 
@@ -58,6 +60,13 @@ def png_size(path):
         at += 12 + length
     assert chunks[0][0] == b"IHDR" and chunks[-1][0] == b"IEND"
     return struct.unpack(">II", chunks[0][1][:8])
+
+
+def svg_texts(path):
+    """The SVG's root element (checked to be an <svg>) and the strings of its <text> elements."""
+    root = ElementTree.fromstring(path.read_bytes())
+    assert root.tag == f"{SVG}svg"
+    return root, [t.text for t in root.iter(f"{SVG}text")]
 
 
 def lines_of(axes, gid):
@@ -97,6 +106,19 @@ def test_netc_plot_writes_a_png_of_the_expected_size(capsys, resumed, tmp_path):
     pixels = load_image(out, keep_channels=True)
     assert pixels.shape[1:] == (400, 1000) and pixels.std() > 0.05  # drawn, not blank
     assert not list(tmp_path.glob(".tmp-*"))  # written atomically, nothing left beside it
+
+
+def test_a_svg_name_gives_an_svg_with_its_text_as_text_the_same_each_time(capsys, resumed,
+                                                                         tmp_path):
+    first, second = tmp_path / "a.svg", tmp_path / "b.SVG"
+    for out in (first, second):
+        assert main(["plot", str(resumed), "-o", str(out)]) == 0
+    root, texts = svg_texts(first)
+    assert (root.get("width"), root.get("height")) == ("720pt", "288pt")  # 10×4 inches
+    test = json_lines(resumed)[-1]
+    assert {"epoch", "loss", "accuracy (%)", f"test {100 * test['test_acc']:.2f}%",
+            f"test {test['test_loss']:.4f}"} <= set(texts)
+    assert first.read_bytes() == second.read_bytes()  # no date, no random ids
 
 
 def test_several_runs_are_overlaid_with_a_legend_of_their_names(resumed, tmp_path):

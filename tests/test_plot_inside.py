@@ -8,7 +8,7 @@ from digit_files import write_digits
 from netc import checkpoint, data, plot
 from netc.cli import main
 
-from test_plot import MISSING, NO_MATPLOTLIB, png_size
+from test_plot import MISSING, NO_MATPLOTLIB, png_size, svg_texts
 
 SPEC = """network small
 input 1x32x32
@@ -64,6 +64,18 @@ def test_eval_plot_draws_the_confusion_matrix_it_prints(capsys, run, tmp_path):
     assert (axes.images[0].get_array() == printed).all()
     assert [t.get_text() for t in axes.texts] == [f"{v:,}" for v in printed.reshape(-1)]
     assert [t.get_text() for t in axes.get_xticklabels()] == [str(i) for i in range(10)]
+
+
+def test_eval_plot_to_an_svg_writes_the_counts_as_text(capsys, run, tmp_path):
+    out = tmp_path / "cm.svg"
+    code, text, err = netc(capsys, "eval", run / "small.net", run / "run" / "checkpoint.npz",
+                           "--plot", out)
+    assert code == 0, err
+    counts = [v for row in text.splitlines()[-11:-1] for v in row.split()[1:]]
+    _, texts = svg_texts(out)
+    # The cells' counts, row by row, somewhere among the axes' labels.
+    assert any(texts[i:i + 100] == counts for i in range(len(texts)))
+    assert len(set(counts)) > 2  # a matrix that tells the order apart
 
 
 def test_a_kernel_of_one_bright_pixel_shows_at_its_place_in_the_grid(capsys, run, tmp_path):

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -22,6 +23,7 @@ from test_repo import repository_files
 
 REPO = Path(__file__).resolve().parents[1]
 CI_SCRIPT = REPO / ".ci" / "run"  # its last line is the test command
+NEEDS_DOT = "needs Graphviz"  # README's comment on a command that runs Graphviz's dot
 
 
 def readme_commands() -> list[str]:
@@ -35,12 +37,37 @@ def readme_commands() -> list[str]:
     return commands
 
 
+def readme_pictures() -> list[str]:
+    """The files README.md shows as <img src="...">, relative to the repository."""
+    return re.findall(r'<img src="([^"]+)"', (REPO / "README.md").read_text())
+
+
+def written_by(command: str) -> str | None:
+    """The file a netc command writes its picture to (-o or --plot), if it draws one."""
+    words = shlex.split(command, comments=True)
+    for flag in ("-o", "--plot"):
+        if words[:1] == ["netc"] and flag in words:
+            return words[words.index(flag) + 1]
+    return None
+
+
 def ci_test_command() -> str:
     return CI_SCRIPT.read_text().rstrip("\n").splitlines()[-1]
 
 
 def test_readme_test_command_is_what_ci_runs():
     assert ci_test_command() in readme_commands()
+
+
+def test_each_picture_the_readme_shows_is_committed_and_made_by_a_readme_command():
+    pictures = readme_pictures()
+    assert len(pictures) == 5  # curves, confusion matrix, filters, feature maps, diagram
+    assert set(pictures) <= set(repository_files())
+    made = {written_by(c) for c in readme_commands()}
+    assert set(pictures) <= made, set(pictures) - made
+    rendered = [c for c in readme_commands() if c.startswith("netc diagram") and written_by(c)
+                and not written_by(c).endswith(".dot")]
+    assert rendered and all(NEEDS_DOT in c for c in rendered)  # what the slow test leaves out
 
 
 def fresh_environment() -> dict:
@@ -66,6 +93,13 @@ def test_every_readme_command_runs_as_written(tmp_path):
     # as .ci/run (checked above), so CI runs it as written.
     commands = [c for c in readme_commands() if c != ci_test_command()]
     assert len(commands) == len(readme_commands()) - 1
+    # Rendering a diagram needs Graphviz's dot, which README says; without it, that command and
+    # its picture are left out.
+    if shutil.which("dot") is None:
+        commands = [c for c in commands if NEEDS_DOT not in c]
+    pictures = {written_by(c) for c in commands} & set(readme_pictures())
+    for picture in pictures:  # each must be made anew, not found in the copy
+        (checkout / picture).unlink()
     logs = tmp_path / "logs"
     logs.mkdir()
     # One shell, so `. .venv/bin/activate` lasts; a brace group (not a subshell) per command,
@@ -82,9 +116,9 @@ def test_every_readme_command_runs_as_written(tmp_path):
     outputs = {c: (logs / str(i)).read_text() for i, c in enumerate(commands)}
 
     def output_of(subcommand: str) -> tuple[str, str]:
-        (found,) = [(command, output) for command, output in outputs.items()
-                    if re.search(rf"\bnetc {subcommand} ", command)]
-        return found
+        """The first command of that subcommand (the quick start's) and its output."""
+        return next((command, output) for command, output in outputs.items()
+                    if re.search(rf"\bnetc {subcommand} ", command))
 
     _, train = output_of("train")
     accuracy = re.search(r"^test accuracy ([\d.]+)% \([\d,]+ errors in 10,000\)", train, re.M)
@@ -99,6 +133,8 @@ def test_every_readme_command_runs_as_written(tmp_path):
     assert re.search(rf"^{re.escape(image)}: {label} \(", prediction, re.M), prediction
     _, report = output_of("report")
     assert "61,706" in report  # LeNet-5's parameters, a closed-form literal
+    for picture in pictures:
+        assert ElementTree.parse(checkout / picture).getroot().tag.endswith("svg"), picture
 
 
 def test_samples_are_the_first_test_images_named_by_label():
