@@ -122,6 +122,8 @@ def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
         v["slots"] = _slots(net, i, off, v["ws_size"])
         v["merge_slots"] = _merge_slots(net, i, off)
         layers.append(v)
+    for v, firsts in zip(layers, _first_writes(net)):
+        v["first"], v["firsts"] = firsts[0], _tuple(firsts)
     for v in layers:
         # a conv whose input is another conv's activated output, read by it alone, applies that
         # activation's derivative to its input gradient while the gradient and that output (its
@@ -136,8 +138,6 @@ def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
         if fuse:
             prev["dz_ready"] = 1
     backward = [v for v in reversed(layers) if not (fused and v["index"] == len(layers) - 1)]
-    zero = [dict(offset=b.offset, per_sample=b.size // plan.batch, name=Comment(b.name))
-            for b in plan.by_role("act_grads")]
     grads_start, _ = plan.region("grads")
     dx = plan.buffer("input.grad")
     return dict(
@@ -147,9 +147,9 @@ def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
         param_count=plan.param_count, decay_count=plan.decay_count, grads_offset=grads_start,
         optimizer_slots=_optimizer_slots(plan),
         step_offset=off["optimizer.step"], rng_offset=off["rng.state"],
-        dx_offset=dx.offset, in_size=dx.size // plan.batch,
+        dx_offset=dx.offset,
         input_shape=_tuple(net.input), output_shape=_tuple(shapes.outputs[-1]),
-        layers=layers, backward=backward, zero_act_grads=zero,
+        layers=layers, backward=backward,
         threads=plan.threads, parts=plan.parts, threads_offset=off["threads"],
         part_grads=_tuple([0] + [off[f"grads.part{p}"] - grads_start
                                  for p in range(1, plan.parts)]),
@@ -192,6 +192,23 @@ def _slots(net: ir.Net, i: int, off: dict, ws_size: int) -> list[tuple[Ident, Co
     if ws_size:
         s.append(("ws", f"mem + {off['workspace']}"))
     return [(Ident(field), Code(expr)) for field, expr in s]
+
+
+def _first_writes(net: ir.Net) -> list[tuple[int, ...]]:
+    """Per layer, per input: 1 where its backward is the first to write that input's gradient
+    (backward runs in reverse order, so the last reader; of two reads of one tensor in a merge,
+    the first). It sets the gradient instead of adding to it, so no gradient needs zeroing before
+    backward. The loss writes the last layer's output gradient (or, fused with a final softmax,
+    its input's), first of all."""
+    written: set[int] = set()
+    firsts: list[tuple[int, ...]] = [()] * len(net.layers)
+    for i in reversed(range(len(net.layers))):
+        flags = []
+        for j in net.inputs_of(i):
+            flags.append(int(j not in written))
+            written.add(j)
+        firsts[i] = tuple(flags)
+    return firsts
 
 
 def _merge_slots(net: ir.Net, i: int, off: dict) -> list[tuple[int, Code, Code]]:
