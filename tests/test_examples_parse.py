@@ -11,7 +11,7 @@ from netc.passes.shapes import infer_shapes
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NAMES = ["alexnet", "cs231n", "design-rule", "googlenet", "lenet5", "lenet5-1998", "mcn-base",
-         "mcn-bn", "mcn-sk", "resnet18", "resnet20", "vgg16", "xor"]
+         "mcn-bn", "mcn-sk", "resnet-mnist", "resnet18", "resnet20", "vgg16", "xor"]
 
 
 def kinds(net: ir.Net) -> list[str]:

@@ -169,7 +169,8 @@ def test_rf_from_skips_layers_on_no_path_and_keeps_the_largest_where_paths_meet(
 
 @pytest.mark.parametrize("name, overrides, params", [
     ("resnet18", {}, 11_689_512), ("resnet20", {}, 272_474), ("resnet20", {"n": 9}, 855_770),
-    ("googlenet", {}, 7_005_832), ("googlenet", {"k5": 3}, 6_624_904)])
+    ("googlenet", {}, 7_005_832), ("googlenet", {"k5": 3}, 6_624_904),
+    ("resnet-mnist", {}, 77_754)])
 def test_example_parameters_match_the_papers(name, overrides, params):
     net = load_spec(EXAMPLES / f"{name}.net", overrides)
     a = analyze(net)
