@@ -365,9 +365,9 @@ def test_weight_gradients_by_rows_match_the_reference(tmp_path, threads):
     # one with fewer output channels (3) than a block
     import reference as ref
     network = netc.load(ROWS)
-    shapes = network.shapes
-    rows = [memory.weight_grad_by_rows(layer, shapes.inputs[i], shapes.outputs[i])
-            for i, layer in enumerate(network.net.layers) if isinstance(layer, ir.Conv)]
+    kernels = network.plan(6).schedule.kernels
+    rows = [k.dw_rows for k, layer in zip(kernels, network.net.layers)
+            if isinstance(layer, ir.Conv)]
     assert rows == [True, True, True]
     rng = np.random.default_rng(threads)
     model = network.compile(batch=6, dtype="float64", threads=threads, flags=["-O1"],
@@ -392,7 +392,7 @@ def test_large_chunks_match_the_reference(tmp_path, threads):
     import reference as ref
     network = netc.load(LARGE)
     plan = network.plan(40, "float64", threads=threads)
-    assert memory.fc_transposed(-(-40 // plan.parts))
+    assert all(k.fc_transposed for k in plan.schedule.kernels if k.template == "fc")
     rng = np.random.default_rng(threads)
     for dtype, tol in (("float64", 1e-9), ("float32", 1e-5)):
         model = network.compile(batch=40, dtype=dtype, threads=threads, flags=["-O1"],

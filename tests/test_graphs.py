@@ -306,3 +306,16 @@ def test_the_conv_to_conv_fusion_applies_only_to_a_single_reader():
                          for label in ("c1", "res1.conv1", "res1.conv2"))
     assert (c1["dz_ready"], first["dx_act"]) == (0, None)
     assert first["dz_ready"] == 1 and second["dx_act"] is not None
+
+
+def test_netc_gradcheck_passes_on_the_mnist_resnet(capsys, tmp_path, monkeypatch):
+    # the smallest new example whole; ResNet-20 (n = 1) and GoogLeNet's blocks are checked in
+    # tests/test_layers.py, ResNet-18's blocks are ResNet-20's
+    monkeypatch.setenv("NETC_CACHE", str(tmp_path))
+    code = cli.main(["gradcheck", str(EXAMPLES / "resnet-mnist.net"), "--batch", "1",
+                     "--coords", "2"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    rows = {line.split()[0] for line in out.splitlines()[1:-1]}
+    assert {"stage2_0.shortcut", "stage3_0.conv2", "fc", "input"} <= rows
+    assert out.splitlines()[-1].startswith("worst relative error")

@@ -11,7 +11,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "netc"
 PIPELINE = [
     "span", "resources", "errors", "files",                           # leaves
     "ir", "syntax", "parse", "values", "layer_args", "lower",          # language → IR
-    "passes.shapes", "passes.params", "passes.receptive", "passes.memory", "passes.cost",
+    "passes.shapes", "passes.params", "passes.receptive", "passes.schedule", "passes.memory",
+    "passes.cost",
     "passes", "report", "diagram",                                     # analyses and reports
     "codegen.env", "codegen.views", "codegen",                         # IR → C text
     "build",                                                           # C text → loaded library

@@ -218,7 +218,7 @@ LAYER_SPECS = {
         conv(4, k=2, table=t) - tanh - softmax(3)""",
     "conv-1x1-and-strided-1x1": """input 3x5x5
         conv(4, k=1, act=relu) - conv(2, k=1, stride=2) - softmax(3)""",
-    # stride-1 convs by rows (memory.conv_by_rows): forward and ∂W by rows, full blocks of 8
+    # stride-1 convs by rows (schedule.conv_by_rows): forward and ∂W by rows, full blocks of 8
     # output channels and the edges; then forward by rows with ∂W through im2col, edges only
     "conv-by-rows": """input 2x5x16
         conv(10, k=3, pad=1, act=relu) - conv(3, k=3, pad=1, bias=off) - softmax(3)""",

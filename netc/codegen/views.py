@@ -15,8 +15,8 @@ import operator
 
 from .. import __version__, ir
 from ..errors import SpecError
-from ..passes import memory
 from ..passes.memory import Plan
+from ..passes.schedule import LANE_PAD, Kernel
 from ..passes.shapes import Shapes
 from .env import Code, Comment, Ident
 
@@ -87,16 +87,17 @@ def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
     if net.loss not in ir.LOSSES:  # it names the loss template
         raise SpecError(f"unknown loss {net.loss!r}", hint=f"one of {', '.join(ir.LOSSES)}")
     off = {b.name: b.offset for b in plan.buffers}
-    fused = memory.fused_softmax_xent(net)
+    fused = plan.schedule.fused_loss
     if net.loss == "cross_entropy" and not fused:
         raise SpecError("the cross-entropy loss needs the network to end in a softmax",
                         net.layers[-1].span if net.layers else None,
                         hint="end the network with softmax, or use the mse loss")
     layers = []
     for i, (layer, ins, outs) in enumerate(zip(net.layers, shapes.inputs, shapes.outputs)):
+        kernel = plan.schedule.kernels[i]
         v = dict(
             index=i, label=Comment(layer.label), comment=describe(layer, ins, outs),
-            template=f"layers/{layer.kind}.c.j2",
+            template=f"layers/{kernel.template}.c.j2",
             c_in=ins[0], h_in=ins[1], w_in=ins[2], c_out=outs[0], h_out=outs[1], w_out=outs[2],
             in_size=ins[0] * ins[1] * ins[2], out_size=outs[0] * outs[1] * outs[2],
             in_shape=_tuple(ins), out_shape=_tuple(outs),
@@ -106,37 +107,20 @@ def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
             input_offsets=_tuple(sum(map(_size, shapes.sources[i][:k]))
                                  for k in range(len(net.inputs_of(i)))),
         )
-        v.update(_kind_view(layer, ins, outs, dt))
+        v.update(_kind_view(layer, ins, dt))
         # batch-parallel: every sample independent (batch statistics and the dropout generator
         # couple them: those layers run on one thread over the whole batch)
         v["parallel"] = int(not isinstance(layer, (ir.BatchNorm, ir.Dropout)))
         v["runner"] = Ident("run_parts" if v["parallel"] else "run_whole")
         # running statistics, updated after a training call unless its loss is not finite
         v["keeps_stats"] = int(isinstance(layer, ir.BatchNorm))
-        if isinstance(layer, ir.Conv) and memory.conv_as_fc(layer, ins):
-            v["template"] = "layers/fc.c.j2"  # per-layer choice by shape: one batch GEMM
-        chunk = -(-plan.batch // plan.parts)
-        v["ws_size"] = memory.workspace_size(layer, ins, outs, chunk)
-        v["chunk_pad"] = -(-chunk // memory.LANE_PAD) * memory.LANE_PAD
-        v["fc_transposed"] = int(memory.fc_transposed(chunk))
-        v["slots"] = _slots(net, i, off, v["ws_size"])
+        v.update(_kernel_view(kernel, plan))
+        # the activation of the conv this one reads, whose derivative it applies (dx_act)
+        j = net.inputs_of(i)[0]
+        v["dx_act"] = _act_args(net.layers[j].act, dt, layer.span) if kernel.dx_act else None
+        v["slots"] = _slots(net, i, off, kernel.workspace)
         v["merge_slots"] = _merge_slots(net, i, off)
         layers.append(v)
-    for v, firsts in zip(layers, _first_writes(net)):
-        v["first"], v["firsts"] = firsts[0], _tuple(firsts)
-    for v in layers:
-        # a conv whose input is another conv's activated output, read by it alone, applies that
-        # activation's derivative to its input gradient while the gradient and that output (its
-        # input) are in cache; the other conv then reads its output gradient as dz (DZ_READY)
-        inputs = net.inputs_of(v["index"])
-        (j,) = inputs if len(inputs) == 1 else (ir.INPUT,)
-        prev = layers[j] if j != ir.INPUT and net.consumers(j) == (v["index"],) else None
-        fuse = (prev is not None and prev["template"] == v["template"] == "layers/conv.c.j2"
-                and prev["has_act"] and prev["parallel"] and v["parallel"])
-        v["dx_act"] = (prev["act"], prev["act_a"], prev["act_b"]) if fuse else None
-        v.setdefault("dz_ready", 0)
-        if fuse:
-            prev["dz_ready"] = 1
     backward = [v for v in reversed(layers) if not (fused and v["index"] == len(layers) - 1)]
     grads_start, _ = plan.region("grads")
     dx = plan.buffer("input.grad")
@@ -194,23 +178,6 @@ def _slots(net: ir.Net, i: int, off: dict, ws_size: int) -> list[tuple[Ident, Co
     return [(Ident(field), Code(expr)) for field, expr in s]
 
 
-def _first_writes(net: ir.Net) -> list[tuple[int, ...]]:
-    """Per layer, per input: 1 where its backward is the first to write that input's gradient
-    (backward runs in reverse order, so the last reader; of two reads of one tensor in a merge,
-    the first). It sets the gradient instead of adding to it, so no gradient needs zeroing before
-    backward. The loss writes the last layer's output gradient (or, fused with a final softmax,
-    its input's), first of all."""
-    written: set[int] = set()
-    firsts: list[tuple[int, ...]] = [()] * len(net.layers)
-    for i in reversed(range(len(net.layers))):
-        flags = []
-        for j in net.inputs_of(i):
-            flags.append(int(j not in written))
-            written.add(j)
-        firsts[i] = tuple(flags)
-    return firsts
-
-
 def _merge_slots(net: ir.Net, i: int, off: dict) -> list[tuple[int, Code, Code]]:
     """(k, input k, its gradient) of a merge: the `ins` and `dins` of its Slots."""
     if not isinstance(net.layers[i], ir.MERGES):
@@ -227,19 +194,28 @@ def _source(net: ir.Net, j: int, off: dict) -> tuple[str, str]:
     return f"mem + {off[label + '.out']}", f"mem + {off[label + '.out.grad']}"
 
 
-def _kind_view(layer: ir.AnyLayer, ins: ir.Shape, outs: ir.Shape, dt: str) -> dict:
+def _kernel_view(kernel: Kernel, plan: Plan) -> dict:
+    """The schedule's choices for one layer, as the template prints them."""
+    return dict(ws_size=kernel.workspace, ws=dict(kernel.slices), first=kernel.first[0],
+                firsts=_tuple(kernel.first), fc_transposed=int(kernel.fc_transposed),
+                chunk_pad=plan.schedule.chunk_pad, im2col=int(kernel.im2col),
+                direct_dx=int(kernel.direct_dx), dw_rows=int(kernel.dw_rows),
+                fwd_rows=int(kernel.fwd_rows), dz_ready=int(kernel.dz_ready),
+                lane_pad=LANE_PAD)
+
+
+def _act_args(act: ir.Activation | None, dt: str, span=None) -> tuple[Ident, Code, Code]:
+    return (act_name(act, span), lit(act.a if act else 1.0, dt), lit(act.b if act else 1.0, dt))
+
+
+def _kind_view(layer: ir.AnyLayer, ins: ir.Shape, dt: str) -> dict:
     act = getattr(layer, "act", None)
-    common = dict(act=act_name(act, layer.span), has_act=int(act is not None),
-                  act_a=lit(act.a if act else 1.0, dt), act_b=lit(act.b if act else 1.0, dt))
+    name, a, b = _act_args(act, dt, layer.span)
+    common = dict(act=name, has_act=int(act is not None), act_a=a, act_b=b)
     match layer:
         case ir.Conv():
             (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.pad
             return dict(common, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw,
-                        im2col=int(memory.needs_im2col(layer)),
-                        direct_dx=int(memory.direct_input_grad(layer, ins, outs)),
-                        dw_rows=int(memory.weight_grad_by_rows(layer, ins, outs)),
-                        fwd_rows=int(memory.conv_by_rows(layer, ins, outs)),
-                        lane_pad=memory.LANE_PAD,
                         blocks=[_tuple(b) for b in conv_blocks(layer, ins[0])])
         case ir.Pool():
             (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.pad

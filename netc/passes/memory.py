@@ -16,7 +16,8 @@ adam two (m, v). Activations and their gradients are [batch, C, H, W] per layer 
 B < batch uses the first B samples. Every buffer starts on a 64-byte boundary (except a BN
 layer's running_var, which directly follows its running_mean so that one pointer reaches both).
 `workspace` is one scratch buffer shared by all layers: the largest need of one batch chunk
-(`workspace_size`: a conv's im2col and backward scratch, an fc's transposed chunk).
+(passes/schedule.py lays out each layer's: a conv's im2col and backward scratch, an fc's
+transposed chunk).
 
 Threads. A step splits the batch into `parts` fixed chunks (chunk p: samples [p·c, (p+1)·c) with
 c = ceil(B / parts)) that threads share; chunk p accumulates its parameter gradients into its own
@@ -46,6 +47,7 @@ from dataclasses import dataclass
 
 from .. import ir
 from ..errors import InputError
+from .schedule import Schedule, schedule
 from .shapes import LIMIT, Shapes
 
 ROLES = ("params", "grads", "optimizer", "buffers", "activations", "act_grads", "saved",
@@ -89,6 +91,7 @@ class Plan:
     decay_count: int  # the weights prefix of params that L2 weight decay applies to
     regions: tuple[tuple[str, int, int], ...]  # (role, start, end) in `mem`, in layout order
     imem_regions: tuple[tuple[str, int, int], ...]  # the same for `imem`
+    schedule: Schedule  # each layer's kernel, fusions and workspace, for `parts` chunks
     threads: int = 1  # threads a step uses (run time: the imem `threads` word)
     parts: int = 1  # batch chunks, each with its own gradient copy and workspace
     deterministic: bool = False  # parts fixed (DETERMINISTIC_PARTS), not threads
@@ -190,113 +193,6 @@ def _bias(has: bool, n: int) -> list[tuple[str, tuple[int, ...], bool]]:
     return [("bias", (n,), False)] if has else []
 
 
-def workspace_size(layer: ir.AnyLayer, in_shape: ir.Shape, out_shape: ir.Shape,
-                   chunk: int = 1) -> int:
-    """Scratch reals one layer needs for one batch chunk (templates/layers/conv.c.j2 lays it out
-    with the same arithmetic and checks it against this at compile time): a conv's backward
-    keeps ∂Wᵀ of the chunk (CI·KK × COP), one sample's ∂Zᵀ (P × COP), the flipped weight of a
-    direct input gradient (CI·CO·KK), then the column area: the im2col matrix (CI·KK × P, the
-    forward uses only this), or for a direct input gradient the larger of it and the im2col
-    matrix of ∂Z (CO·KK × HI·WI). COP is CO rounded up to LANE_PAD, so every vector is full.
-    A fully connected layer (or a conv run as one) with chunks of at least LANE_PAD samples
-    transposes its chunk: inputs (IN × MP) and outputs (OUT × MP), MP = chunk rounded up to
-    LANE_PAD (`fc_transposed`); smaller chunks need nothing. A conv whose ∂W goes by rows
-    (`weight_grad_by_rows`) keeps no ∂Wᵀ or ∂Zᵀ but the areas the template lists. A conv whose
-    forward goes by rows (`conv_by_rows`) needs, at offset 0, the zero-padded input
-    (CI·HP·WP + LR) and its output in rows (CO × LR), LR = HO·WP rounded up to LANE_PAD; the
-    workspace is the larger of the two needs."""
-    match layer:
-        case ir.FC() | ir.Conv() if isinstance(layer, ir.FC) or conv_as_fc(layer, in_shape):
-            if not fc_transposed(chunk):
-                return 0
-            mp = -(-chunk // LANE_PAD) * LANE_PAD
-            return (_prod(in_shape) + _prod(out_shape)) * mp
-        case ir.Conv():
-            (ci, hi, wi), (co, ho, wo) = in_shape, out_shape
-            kh, kw = layer.kernel
-            kk, p, cop = kh * kw, ho * wo, -(-co // LANE_PAD) * LANE_PAD
-            hp, wp = ho + kh - 1, wo + kw - 1
-            lr = -(-ho * wp // LANE_PAD) * LANE_PAD
-            rows = conv_by_rows(layer, in_shape, out_shape)
-            forward = ci * hp * wp + lr + co * lr if rows else 0
-            col = ci * kk * p if needs_im2col(layer) else 0
-            if direct_input_grad(layer, in_shape, out_shape):
-                col = ci * co * kk + max(col, co * kk * hi * wi)
-            if weight_grad_by_rows(layer, in_shape, out_shape):
-                # after the column area: ∂W in lanes (CO·CI·KK × LANE_PAD), ∂Z with rows
-                # WP long (CO × LR), the zero-padded input (CI·HP·WP + LR)
-                return max(forward, col + co * ci * kk * LANE_PAD + co * lr + ci * hp * wp + lr)
-            return max(forward, ci * kk * cop + p * cop + col)
-        case _:
-            return 0
-
-
-def fc_transposed(chunk: int) -> bool:
-    """A fully connected forward over chunks of `chunk` samples computes outᵀ = W·inpᵀ (the
-    samples along the vector lanes) when the chunk fills a vector; dot products otherwise."""
-    return chunk >= LANE_PAD
-
-
-def _prod(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
-LANE_PAD = 16  # conv ∂W scratch rows rounded up to this many reals (AVX-512 float32 lanes)
-
-
-def conv_by_rows(conv: ir.Conv, in_shape: ir.Shape, out_shape: ir.Shape) -> bool:
-    """The forward by rows (`_rows_pay`) where the extra columns cost at most 1/8 of the products:
-    below that the column matrix it saves is cheaper than they are."""
-    return _rows_pay(conv, in_shape, out_shape, waste=1 / 8)
-
-
-def weight_grad_by_rows(conv: ir.Conv, in_shape: ir.Shape, out_shape: ir.Shape) -> bool:
-    """∂W by rows: ∂W[oc][(c·KH + i)·KW + j] = Σ_t ∂Zp[oc][t] Xp[(c·HP + i)·WP + j + t] (the extra
-    entries of ∂Zp are zeros), up to 1/4 extra columns (LeNet-5's and MNIST-BASE's first convs):
-    the alternative builds the column matrix a second time and takes dot products."""
-    return _rows_pay(conv, in_shape, out_shape, waste=1 / 4)
-
-
-def _rows_pay(conv: ir.Conv, in_shape: ir.Shape, out_shape: ir.Shape, waste: float) -> bool:
-    """A dense stride-1 conv with a short inner dimension (CI·KK ≤ 64, e.g. a first layer on RGB)
-    can work on its zero-padded input read in rows WP = WO + KW - 1 long, where every kernel tap
-    (c, i, j) is one contiguous offset (c·HP + i)·WP + j: products over whole rows with no column
-    matrix, at the price of KW - 1 extra columns per row, at most `waste` of the products."""
-    (ci, _, _), (_, _, wo) = in_shape, out_shape
-    kh, kw = conv.kernel
-    return (conv.table is None and conv.groups == 1 and conv.stride == (1, 1)
-            and ci * kh * kw <= 64 and wo + kw - 1 <= (1 + waste) * wo)
-
-
-def direct_input_grad(conv: ir.Conv, in_shape: ir.Shape, out_shape: ir.Shape) -> bool:
-    """A dense stride-1 'same' conv computes ∂X as a convolution of ∂Z with the flipped weight
-    (one GEMM with a long inner dimension, no col2im); it does no more work than ∂col = Wᵀ∂Z
-    only when the output is as large as the input."""
-    return (conv.table is None and conv.groups == 1 and conv.stride == (1, 1)
-            and tuple(in_shape[1:]) == tuple(out_shape[1:]))
-
-
-def conv_as_fc(conv: ir.Conv, in_shape: ir.Shape) -> bool:
-    """A dense, unpadded conv whose kernel covers its whole input (a 1×1 output) is a fully
-    connected layer with the same weight layout: the generated C runs it as one."""
-    return (conv.table is None and conv.groups == 1 and conv.pad == (0, 0)
-            and conv.kernel == tuple(in_shape[1:]))
-
-
-def needs_im2col(conv: ir.Conv) -> bool:
-    """A 1×1, stride-1, unpadded conv reads its input as the column matrix directly."""
-    return not (conv.kernel == (1, 1) and conv.stride == (1, 1) and conv.pad == (0, 0))
-
-
-def fused_softmax_xent(net: ir.Net) -> bool:
-    """Cross-entropy fuses with the final softmax: the loss writes the logits' gradient."""
-    return net.loss == "cross_entropy" and bool(net.layers) and isinstance(net.layers[-1],
-                                                                          ir.Softmax)
-
-
 def parts_for(threads: int, deterministic: bool) -> int:
     """Batch chunks of a plan: one per thread, or a fixed number whatever the threads."""
     return DETERMINISTIC_PARTS if deterministic else threads
@@ -313,6 +209,7 @@ def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive integer, not {threads!r}")
     parts = parts_for(threads, deterministic)
+    kernels = schedule(net, shapes, batch, parts)
     mem = _Arena("mem", dtype)
     imem = _Arena("imem", "int32")
     layers = list(zip(net.layers, shapes.inputs, shapes.outputs))
@@ -352,9 +249,8 @@ def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
         mem.add(f"{layer.label}.out", layer.label, (batch, *o))
     mem.end()
     mem.begin("act_grads")
-    fused = fused_softmax_xent(net)
     for k, (layer, _, o) in enumerate(layers):
-        if not (fused and k == len(layers) - 1):
+        if not (kernels.fused_loss and k == len(layers) - 1):
             mem.add(f"{layer.label}.out.grad", layer.label, (batch, *o))
     mem.end()
 
@@ -366,8 +262,7 @@ def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
             mem.add(f"{layer.label}.batch_stats", layer.label, (2, c))  # batch mean, batch variance
     mem.end()
     mem.begin("workspace")
-    chunk = -(-batch // parts)  # samples of the largest batch chunk
-    ws = max((workspace_size(layer, i, o, chunk) for layer, i, o in layers), default=0)
+    ws = kernels.workspace
     if ws:
         mem.add("workspace", "", (ws,))
         for p in range(1, parts):
@@ -396,6 +291,6 @@ def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
         raise InputError(f"batch {batch:,} is too large for this network: {largest.name} would "
                          f"hold {largest.size:,} elements, more than {LIMIT:,}")
     return Plan(batch, dtype, optimizer, tuple(mem.buffers + imem.buffers), mem.top, imem.top,
-                param_count, decay_count, tuple(mem.regions), tuple(imem.regions), threads, parts,
-                deterministic)
+                param_count, decay_count, tuple(mem.regions), tuple(imem.regions), kernels,
+                threads, parts, deterministic)
 
