@@ -59,8 +59,11 @@ _AUTO_LABEL = {ir.Conv: "conv", ir.Pool: "pool", ir.Subsample: "subsample",
                ir.Dropout: "dropout", ir.BatchNorm: "bn", ir.Flatten: "flatten", ir.Add: "add",
                ir.Concat: "concat"}
 
-# Block calls nested deeper than this are refused (each level is a few Python frames).
+# Block calls nested deeper than this are refused, and so is nesting of groups, branches and
+# block calls together past MAX_NESTING: each level is a few Python frames, and blocks multiply
+# the 64 levels of ( ) and [ ] that one piece of text may nest.
 MAX_BLOCK_DEPTH = 32
+MAX_NESTING = 128
 
 
 @dataclass(slots=True)
@@ -74,9 +77,18 @@ class _Context:
     parent: "_Context | None" = None
     where: tuple[int, ...] = ()  # copy numbers in this scope, for label suffixes
     calls: tuple[str, ...] = ()  # the blocks being expanded, outermost first
+    depth: int = 0  # groups, branches and block calls around it, blocks included
 
     def inside(self, copy: int) -> "_Context":
         return dataclasses.replace(self, where=self.where + (copy,))
+
+    def nested(self, span: Span) -> "_Context":
+        """The context one level deeper (a group, a branch): SpecError past MAX_NESTING."""
+        if self.depth >= MAX_NESTING:
+            raise SpecError(f"groups, branches and block calls are nested more than "
+                            f"{MAX_NESTING} levels deep here", span,
+                            hint="blocks that call blocks add up their nesting")
+        return dataclasses.replace(self, depth=self.depth + 1)
 
 
 @dataclass(slots=True)
@@ -232,9 +244,9 @@ class _Lowering:
             count = 1 if term.repeat is None else self._repeat(term, ctx.values)
             unit = 0
             if count and isinstance(term.unit, s.Group):
-                unit = self._check_size(term.unit.chain, ctx, memo)
+                unit = self._check_size(term.unit.chain, ctx.nested(term.span), memo)
             elif count and isinstance(term.unit, s.Merge):
-                unit = 1 + sum(self._check_size(b.chain, ctx, memo)
+                unit = 1 + sum(self._check_size(b.chain, ctx.nested(term.span), memo)
                                for b in term.unit.branches if b.chain is not None)
             elif count and isinstance(term.unit, s.Call) and term.unit.name.lower() in self.blocks:
                 inner = self._enter(term.unit, ctx, "")
@@ -272,13 +284,14 @@ class _Lowering:
         label = term.label and term.label + "".join(f"_{i}" for i in ctx.where)
         match term.unit:
             case s.Group(chain=chain):
-                return self._chain(chain, src, ctx, origin)
+                return self._chain(chain, src, ctx.nested(term.span), origin)
             case s.Merge(kind=kind, branches=branches):
                 if len(branches) < 2:
                     raise SpecError(f"{kind}[ ] needs two or more branches, separated by '|'",
                                     term.unit.span, hint="an empty branch is the identity: "
                                     f"{kind}[ conv(64, k=3, pad=1) | ]")
-                outs = tuple(self._branch(b, src, ctx, origin) for b in branches)
+                outs = tuple(self._branch(b, src, ctx.nested(term.span), origin)
+                             for b in branches)
                 layer = (ir.Add if kind == "add" else ir.Concat)(
                     label="", inputs=outs, span=term.unit.span, origin=origin)
                 return self._emit(layer, label, term.label_span, ctx)
@@ -384,7 +397,7 @@ class _Lowering:
             ctx.counts[key] = ctx.counts.get(key, 0) + 1
             label = f"{block.name}{ctx.counts[key]}"
         return _Context(ctx.prefix + label + ".", values, {}, ctx, (),
-                        ctx.calls + (block.name.lower(),))
+                        ctx.calls + (block.name.lower(),), ctx.nested(call.span).depth)
 
     def _block_args(self, block: s.BlockStmt, call: s.Call) -> dict[str, s.Argument]:
         names = [p.name.lower() for p in block.params]

@@ -319,3 +319,16 @@ def test_netc_gradcheck_passes_on_the_mnist_resnet(capsys, tmp_path, monkeypatch
     rows = {line.split()[0] for line in out.splitlines()[1:-1]}
     assert {"stage2_0.shortcut", "stage3_0.conv2", "fc", "input"} <= rows
     assert out.splitlines()[-1].startswith("worst relative error")
+
+
+def test_nesting_through_blocks_is_bounded_before_python_s_stack():
+    # each block nests 60 levels, and 32 blocks call each other: 1,920 levels in all
+    lines = ["input 4"] + [f"block b{i} = " + "(" * 60 + f"b{i + 1}" + ")" * 60 for i in range(31)]
+    text = "\n".join(lines + ["block b31 = relu", "b0"]) + "\n"
+    e = fails(text)
+    assert e.message == ("groups, branches and block calls are nested more than 128 levels deep "
+                         "here")
+    # 127 levels, through two blocks, are fine
+    text = ("input 4\nblock a = " + "add[ " * 63 + "b" + " | ]" * 63 + "\nblock b = " +
+            "add[ " * 63 + "relu" + " | ]" * 63 + "\na\n")
+    assert len(load_spec(text).layers) == 127
