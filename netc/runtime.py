@@ -82,13 +82,19 @@ class Network:
         return report.render(report.data(self.net, self.analysis, batch, optimizer))
 
     def plan(self, batch: int = 32, dtype: str = "float32", optimizer: str = "sgd",
-             threads: int = 1, deterministic: bool = False):
-        return memory.plan(self.net, self.shapes, batch, dtype, optimizer, threads, deterministic)
+             threads: int = 1, deterministic: bool = False, training: bool = True):
+        """The memory plan; training=False plans an inference build (the forward alone)."""
+        return memory.plan(self.net, self.shapes, batch, dtype, optimizer, threads, deterministic,
+                           training)
 
     def emit(self, batch: int = 32, dtype: str = "float32", optimizer: str = "sgd",
-             threads: int = 1, deterministic: bool = False) -> codegen.CSource:
+             threads: int = 1, deterministic: bool = False,
+             training: bool = True) -> codegen.CSource:
+        """The C; training=False gives an inference build: the same templates without backward,
+        loss and optimizer, exporting codegen.INFERENCE_CDEF (netc.compile loads only training
+        builds)."""
         return codegen.emit(self.net, self.shapes,
-                            self.plan(batch, dtype, optimizer, threads, deterministic))
+                            self.plan(batch, dtype, optimizer, threads, deterministic, training))
 
     def compile(self, batch: int = 32, dtype: str = "float32", flags=None, optimizer: str = "sgd",
                 cache_dir: str | os.PathLike | None = None, threads: int = 1,

@@ -34,6 +34,14 @@ void netc_set_threads(int* imem, int threads);
 int netc_parts(void);
 int netc_profile(double* seconds, int reset);
 """
+# An inference build (a plan with training=False: docs/design.md, "Targets") exports the
+# forward and what describes it; netc_forward's `train` is ignored there.
+INFERENCE_ENTRIES = ("netc_abi_version", "netc_real_size", "netc_mem_size", "netc_imem_size",
+                     "netc_max_batch", "netc_forward", "netc_set_threads", "netc_parts",
+                     "netc_profile")
+INFERENCE_CDEF = "".join(line + ";\n" for line in
+                         (d.strip() for d in CDEF.split(";")) if line and
+                         line.split("(")[0].split()[-1].lstrip("*") in INFERENCE_ENTRIES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +53,17 @@ class CSource:
 
 
 def emit(net: ir.Net, shapes: Shapes, plan: Plan) -> CSource:
+    """The C of a training build, or of an inference build for a plan with training=False:
+    the same templates, without backward, loss, optimizer and their entry points."""
     view = net_view(net, shapes, plan)
+    cdef = CDEF if plan.training else INFERENCE_CDEF
     parts = [render("prelude.h.j2", view)]
     parts += [render(lv["template"], view, l=lv) for lv in view["layers"]]
-    parts.append(render(view["loss_template"], view))
+    if plan.training:
+        parts.append(render(view["loss_template"], view))
     parts.append(render("net.c.j2", view))
-    header = render("header.h.j2", view, cdef=Code(CDEF))
-    return CSource("\n".join(parts), CDEF, header, str(view["ident"]))
+    header = render("header.h.j2", view, cdef=Code(cdef))
+    return CSource("\n".join(parts), cdef, header, str(view["ident"]))
 
 
-__all__ = ["ABI_VERSION", "CDEF", "CSource", "emit"]
+__all__ = ["ABI_VERSION", "CDEF", "INFERENCE_CDEF", "CSource", "emit"]

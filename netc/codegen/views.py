@@ -123,19 +123,19 @@ def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
         layers.append(v)
     backward = [v for v in reversed(layers) if not (fused and v["index"] == len(layers) - 1)]
     grads_start, _ = plan.region("grads")
-    dx = plan.buffer("input.grad")
     return dict(
         name=Comment(net.name), ident=Ident(identifier(net.name)), version=Comment(__version__),
         abi=ABI_VERSION, dtype=Ident(dt), real=Ident(REAL[dt]),
         batch=plan.batch, mem_size=plan.mem_size, imem_size=plan.imem_size,
         param_count=plan.param_count, decay_count=plan.decay_count, grads_offset=grads_start,
         optimizer_slots=_optimizer_slots(plan),
-        step_offset=off["optimizer.step"], rng_offset=off["rng.state"],
-        dx_offset=dx.offset,
+        training=int(plan.training),  # 0: an inference build, the forward alone
+        step_offset=off.get("optimizer.step", 0), rng_offset=off.get("rng.state", 0),
+        dx_offset=off.get("input.grad", 0),
         input_shape=_tuple(net.input), output_shape=_tuple(shapes.outputs[-1]),
         layers=layers, backward=backward,
         threads=plan.threads, parts=plan.parts, threads_offset=off["threads"],
-        part_grads=_tuple([0] + [off[f"grads.part{p}"] - grads_start
+        part_grads=_tuple([0] + [off[f"grads.part{p}"] - grads_start if plan.training else 0
                                  for p in range(1, plan.parts)]),
         part_ws=_tuple([0] + [off[f"workspace.part{p}"] - off["workspace"]
                               if "workspace" in off else 0 for p in range(1, plan.parts)]),
@@ -164,16 +164,17 @@ def _slots(net: ir.Net, i: int, off: dict, ws_size: int) -> list[tuple[Ident, Co
     params = [(field, f"{label}.{suffix}") for field, suffix in (("w", "weight"), ("b", "bias"))
               if f"{label}.{suffix}" in off]
     s += [(field, f"mem + {off[name]}") for field, name in params]
-    s += [("d" + field, f"mem + {off[name + '.grad']}") for field, name in params]
+    s += [("d" + field, f"mem + {off[name + '.grad']}") for field, name in params
+          if name + ".grad" in off]
     for field, name, arena in (("buf", f"{label}.running_mean", "mem"),
                                ("aux", f"{label}.mask", "mem"),
                                ("aux", f"{label}.batch_stats", "mem"),
                                ("iaux", f"{label}.argmax", "imem")):
         if name in off:
             s.append((field, f"{arena} + {off[name]}"))
-    if isinstance(layer, ir.Dropout):
+    if isinstance(layer, ir.Dropout) and "rng.state" in off:
         s.append(("iaux", f"imem + {off['rng.state']}"))
-    if ws_size:
+    if ws_size and "workspace" in off:
         s.append(("ws", f"mem + {off['workspace']}"))
     return [(Ident(field), Code(expr)) for field, expr in s]
 
@@ -191,7 +192,8 @@ def _source(net: ir.Net, j: int, off: dict) -> tuple[str, str]:
     if j == ir.INPUT:
         return "x", "dx"
     label = net.layers[j].label
-    return f"mem + {off[label + '.out']}", f"mem + {off[label + '.out.grad']}"
+    grad = f"mem + {off[label + '.out.grad']}" if label + ".out.grad" in off else "NULL"
+    return f"mem + {off[label + '.out']}", grad
 
 
 def _kernel_view(kernel: Kernel, plan: Plan) -> dict:

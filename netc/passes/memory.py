@@ -95,6 +95,7 @@ class Plan:
     threads: int = 1  # threads a step uses (run time: the imem `threads` word)
     parts: int = 1  # batch chunks, each with its own gradient copy and workspace
     deterministic: bool = False  # parts fixed (DETERMINISTIC_PARTS), not threads
+    training: bool = True  # False: an inference build's plan (forward only)
 
     @property
     def real_bytes(self) -> int:
@@ -199,7 +200,11 @@ def parts_for(threads: int, deterministic: bool) -> int:
 
 
 def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
-         optimizer: str = "sgd", threads: int = 1, deterministic: bool = False) -> Plan:
+         optimizer: str = "sgd", threads: int = 1, deterministic: bool = False,
+         training: bool = True) -> Plan:
+    """The layout for `batch` samples. training=False plans an inference build (the forward
+    alone): no gradients, optimizer state, activation gradients, saved state or input gradient,
+    and the forward's workspace; those regions stay, empty."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
     if optimizer not in OPTIMIZERS:
@@ -227,13 +232,13 @@ def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
     mem.end()
     param_count = mem.top
     mem.begin("grads")
-    for b in list(mem.buffers):
+    for b in list(mem.buffers) if training else ():
         mem.add(f"{b.name}.grad", b.layer, b.shape)
-    for p in range(1, parts):  # each batch chunk's own gradients, added into the mirror
+    for p in range(1, parts if training else 1):  # each chunk's gradients, added into these
         mem.add(f"grads.part{p}", "", (param_count,))
     mem.end()
     mem.begin("optimizer")
-    for slot in (("momentum",) if optimizer == "sgd" else ("m", "v")):
+    for slot in (("momentum",) if optimizer == "sgd" else ("m", "v")) if training else ():
         mem.add(f"optimizer.{slot}", "", (param_count,))
     mem.end()
 
@@ -249,38 +254,41 @@ def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
         mem.add(f"{layer.label}.out", layer.label, (batch, *o))
     mem.end()
     mem.begin("act_grads")
-    for k, (layer, _, o) in enumerate(layers):
+    for k, (layer, _, o) in enumerate(layers if training else ()):
         if not (kernels.fused_loss and k == len(layers) - 1):
             mem.add(f"{layer.label}.out.grad", layer.label, (batch, *o))
     mem.end()
 
     mem.begin("saved")
-    for layer, (c, _, _), o in layers:
+    for layer, (c, _, _), o in layers if training else ():
         if isinstance(layer, ir.Dropout):
             mem.add(f"{layer.label}.mask", layer.label, (batch, *o))
         elif isinstance(layer, ir.BatchNorm):
             mem.add(f"{layer.label}.batch_stats", layer.label, (2, c))  # batch mean, batch variance
     mem.end()
     mem.begin("workspace")
-    ws = kernels.workspace
+    ws = kernels.workspace if training else kernels.forward_workspace
     if ws:
         mem.add("workspace", "", (ws,))
         for p in range(1, parts):
             mem.add(f"workspace.part{p}", "", (ws,))
     mem.end()
     mem.begin("io")
-    mem.add("input.grad", "", (batch, *net.input))
+    if training:
+        mem.add("input.grad", "", (batch, *net.input))
     mem.end()
 
     imem.begin("buffers")
-    imem.add("rng.state", "", (RNG_WORDS,))
+    if training:
+        imem.add("rng.state", "", (RNG_WORDS,))
     imem.add("threads", "", (1,), align=False)
     imem.end()
     imem.begin("optimizer")
-    imem.add("optimizer.step", "", (1,))
+    if training:
+        imem.add("optimizer.step", "", (1,))
     imem.end()
     imem.begin("saved")
-    for layer, _, o in layers:
+    for layer, _, o in layers if training else ():
         if isinstance(layer, ir.Pool) and layer.mode == "max":
             imem.add(f"{layer.label}.argmax", layer.label, (batch, *o))
     imem.end()
@@ -292,5 +300,5 @@ def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
                          f"hold {largest.size:,} elements, more than {LIMIT:,}")
     return Plan(batch, dtype, optimizer, tuple(mem.buffers + imem.buffers), mem.top, imem.top,
                 param_count, decay_count, tuple(mem.regions), tuple(imem.regions), kernels,
-                threads, parts, deterministic)
+                threads, parts, deterministic, training)
 

@@ -25,6 +25,7 @@ class Kernel:
     template: str  # templates/layers/<template>.c.j2: the layer's kind, or "fc" for a conv as fc
     first: tuple[int, ...]  # per input: 1 where backward is the first to write its gradient
     workspace: int = 0  # reals of scratch for one batch chunk
+    forward_workspace: int = 0  # the part of it the forward uses, from offset 0
     # fc (and a conv run as one): outᵀ = W·inpᵀ with the chunk's samples along the vector lanes
     fc_transposed: bool = False
     # conv: the column matrix built (not a 1×1), ∂X as a convolution of ∂Z with the flipped
@@ -50,6 +51,11 @@ class Schedule:
     def workspace(self) -> int:
         """Reals of the one scratch buffer every layer of a chunk shares."""
         return max((k.workspace for k in self.kernels), default=0)
+
+    @property
+    def forward_workspace(self) -> int:
+        """The same for the forward alone (an inference build)."""
+        return max((k.forward_workspace for k in self.kernels), default=0)
 
     @property
     def chunk_pad(self) -> int:
@@ -96,8 +102,8 @@ def _kernel(layer: ir.AnyLayer, ins: ir.Shape, outs: ir.Shape, chunk: int,
     if isinstance(layer, ir.FC) or (isinstance(layer, ir.Conv) and conv_as_fc(layer, ins)):
         transposed = chunk >= LANE_PAD
         mp = -(-chunk // LANE_PAD) * LANE_PAD
-        return Kernel("fc", first, (_prod(ins) + _prod(outs)) * mp if transposed else 0,
-                      fc_transposed=transposed)
+        need = (_prod(ins) + _prod(outs)) * mp if transposed else 0  # the forward's alone
+        return Kernel("fc", first, need, need, fc_transposed=transposed)
     if isinstance(layer, ir.Conv):
         return _conv(layer, ins, outs, first)
     return Kernel(layer.kind, first)
@@ -129,10 +135,10 @@ def _conv(conv: ir.Conv, ins: ir.Shape, outs: ir.Shape, first: tuple[int, ...]) 
     xp = dzp + (co * lr if rows_dw else 0)
     end = xp + (ci * hp * wp + lr if rows_dw else 0)
     yr = ci * hp * wp + lr  # the forward by rows: the padded input at 0, then its output rows
-    forward = yr + co * lr if rows_fwd else 0
+    forward = yr + co * lr if rows_fwd else (ci * kk * p if im2col else 0)
     slices = (("dzt", dzt), ("wflip", wflip), ("col", col), ("dwv", dwv), ("dzp", dzp),
               ("xp", xp), ("end", end), ("yr", yr))
-    return Kernel("conv", first, max(forward, end), im2col=im2col, direct_dx=direct,
+    return Kernel("conv", first, max(forward, end), forward, im2col=im2col, direct_dx=direct,
                   dw_rows=rows_dw, fwd_rows=rows_fwd, slices=slices)
 
 
