@@ -22,6 +22,7 @@ import math
 import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 from . import __version__
@@ -274,10 +275,56 @@ def _trained_network(args: argparse.Namespace, ckpt=None):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
+    started = distributed.launched_size()
+    if args.ranks and started == 1 and args.ranks > 1:
+        return _launch(args)
+    if args.ranks and args.ranks != started:
+        raise NetcError(f"--ranks {args.ranks}, but mpiexec started {started} ranks",
+                        hint="give one of them: mpiexec -n N, or --ranks N alone")
+    team = distributed.join()
+    if team.size == 1:
+        return _train(args, team)
+    if not team.root:  # rank 0 says what all do ("compiling ...")
+        logging.getLogger("netc").setLevel(logging.WARNING)
+    # A rank that fails alone must end the job (team.end), whatever failed: its message first.
+    try:
+        code = _reported(lambda: _train(args, team), f"rank {team.rank}: ")
+    except BaseException:  # a bug: its traceback, then the job ends
+        traceback.print_exc()
+        code = 1
+    return team.end(code)
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """--ranks N outside mpiexec: run this very command under `mpiexec -n N` (MPICH's, from the
+    mpi extra, beside this Python first) and wait for it. Ctrl-C reaches the ranks through
+    mpiexec, which passes it on; this process only waits for its status."""
+    import importlib.util
+    import shutil
+    import subprocess
+
+    from .distributed import INSTALL
+    where = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    mpiexec = shutil.which("mpiexec", path=where)
+    if mpiexec is None or importlib.util.find_spec("mpi4py") is None:
+        raise NetcError(f"--ranks {args.ranks} needs MPI: "
+                        f"{'mpi4py' if mpiexec else 'mpiexec'} is not installed", hint=INSTALL)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return subprocess.run([mpiexec, "-n", str(args.ranks), sys.executable, "-m", "netc",
+                               *args.argv]).returncode
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _train(args: argparse.Namespace, team) -> int:
     from dataclasses import asdict
 
     from . import checkpoint, data, train
     given = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
+    if team.size > 1 and "threads" not in given:  # on a resume too: the ranks may be others
+        given["threads"] = team.default_threads()
     try:
         ckpt = checkpoint.read(args.resume) if args.resume else None
         # A resumed run goes on with its own settings; options given again override them.
@@ -286,18 +333,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         if config.batch:  # 0: the whole training set
             _check_train_batch(network, config.batch)
         dataset = data.load(config.data)
-        curves = _live_curves()
+        curves = _live_curves() if team.root else None
         # paths and data set names from the command line reach stdout escaped
         train.fit(network, dataset, config, out=args.out, resume=args.resume,
-                  echo=lambda line: print(escape_lines(line)), on_log=curves and curves.update)
+                  echo=lambda line: print(escape_lines(line)), on_log=curves and curves.update,
+                  team=team)
         if curves and curves.finish():
             print(escape(f"curves: {curves.path}"))
     except train.Interrupted as e:
-        print(f"{_line_end()}interrupted: {escape(str(e))}", file=sys.stderr)
+        if team.root:
+            print(f"{_line_end()}interrupted: {escape(str(e))}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print(f"{_line_end()}interrupted before training started: nothing was written",
-              file=sys.stderr)
+        if team.root:
+            print(f"{_line_end()}interrupted before training started: nothing was written",
+                  file=sys.stderr)
         return 130
     return 0
 
@@ -588,6 +638,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="where checkpoints and the log go (default runs/<network>, or the "
                         "resumed checkpoint's folder)")
     p.add_argument("--resume", metavar="CKPT", help="continue the run that wrote CKPT")
+    p.add_argument("--ranks", type=_positive, metavar="N",
+                   help="data-parallel training in N processes on this machine, started with "
+                        "mpiexec (needs the mpi extra; docs/distributed.md)")
     p.set_defaults(run=cmd_train)
 
     p = commands.add_parser(
@@ -665,35 +718,47 @@ def main(argv: list[str] | None = None) -> int:
     level = log.level
     log.setLevel(logging.INFO)
     try:
-        parser = _parser()
-        try:
-            args = parser.parse_args(argv)
-        except SystemExit as e:  # argparse has printed its message (or --help)
-            return int(e.code or 0)
-        if args.command is None:
-            parser.print_help()
-            return 0
-        code = args.run(args)
-        sys.stdout.flush()  # a closed pipe shows here, not at exit as "Exception ignored"
-        return code
+        return _reported(lambda: _command(argv))
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
+def _command(argv: list[str] | None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse has printed its message (or --help)
+        return int(e.code or 0)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # what --ranks runs again
+    code = args.run(args)
+    sys.stdout.flush()  # a closed pipe shows here, not at exit as "Exception ignored"
+    return code
+
+
+def _reported(run, prefix: str = "") -> int:
+    """run()'s status, or the message and status of what it raised that the user can fix;
+    `prefix` names the rank of a data-parallel job that printed it."""
+    try:
+        return run()
     except NetcError as e:
-        print(escape_lines(e.format()), file=sys.stderr)
+        print(prefix + escape_lines(e.format()), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:  # anywhere: importing, reading data, compiling
-        print(f"{_line_end()}interrupted", file=sys.stderr)
+        print(f"{_line_end()}{prefix}interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
     except BrokenPipeError:
         return _stdout_closed()
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
-        print(escape_lines(f"error: {where}{e.strerror or e}"), file=sys.stderr)
+        print(prefix + escape_lines(f"error: {where}{e.strerror or e}"), file=sys.stderr)
         return 2
     except MemoryError:
-        print("error: out of memory", file=sys.stderr)
+        print(f"{prefix}error: out of memory", file=sys.stderr)
         return 2
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(level)
 
 
 def _line_end() -> str:
