@@ -291,6 +291,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         code = _reported(lambda: _train(args, team), f"rank {team.rank}: ")
     except BaseException:  # a bug: its traceback, then the job ends
+        print(f"rank {team.rank}: internal error:", file=sys.stderr)
         traceback.print_exc()
         code = 1
     return team.end(code)
@@ -300,16 +301,20 @@ def _launch(args: argparse.Namespace) -> int:
     """--ranks N outside mpiexec: run this very command under `mpiexec -n N` (MPICH's, from the
     mpi extra, beside this Python first) and wait for it. Ctrl-C reaches the ranks through
     mpiexec, which passes it on; this process only waits for its status."""
-    import importlib.util
     import shutil
     import subprocess
 
     from .distributed import INSTALL
+    try:
+        import mpi4py  # noqa: F401  (the package only: MPI itself starts in the ranks)
+    except ImportError:
+        raise NetcError(f"--ranks {args.ranks} needs mpi4py, which is not installed",
+                        hint=INSTALL) from None
     where = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     mpiexec = shutil.which("mpiexec", path=where)
-    if mpiexec is None or importlib.util.find_spec("mpi4py") is None:
-        raise NetcError(f"--ranks {args.ranks} needs MPI: "
-                        f"{'mpi4py' if mpiexec else 'mpiexec'} is not installed", hint=INSTALL)
+    if mpiexec is None:
+        raise NetcError(f"--ranks {args.ranks} needs mpiexec, which is not on the PATH",
+                        hint=INSTALL)
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         return subprocess.run([mpiexec, "-n", str(args.ranks), sys.executable, "-m", "netc",
