@@ -289,7 +289,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         logging.getLogger("netc").setLevel(logging.WARNING)
     # A rank that fails alone must end the job (team.end), whatever failed: its message first.
     try:
-        code = _reported(lambda: _train(args, team), f"rank {team.rank}: ")
+        code = _reported(lambda: _train(args, team), team)
     except BaseException:  # a bug: its traceback, then the job ends
         print(f"rank {team.rank}: internal error:", file=sys.stderr)
         traceback.print_exc()
@@ -299,8 +299,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _launch(args: argparse.Namespace) -> int:
     """--ranks N outside mpiexec: run this very command under `mpiexec -n N` (MPICH's, from the
-    mpi extra, beside this Python first) and wait for it. Ctrl-C reaches the ranks through
-    mpiexec, which passes it on; this process only waits for its status."""
+    mpi extra, beside this Python first) and wait for it. mpiexec runs in a session of its own,
+    so that Ctrl-C reaches it once, from here (a second one makes it kill the ranks at once),
+    and it passes it on to every rank."""
     import shutil
     import subprocess
 
@@ -315,10 +316,11 @@ def _launch(args: argparse.Namespace) -> int:
     if mpiexec is None:
         raise NetcError(f"--ranks {args.ranks} needs mpiexec, which is not on the PATH",
                         hint=INSTALL)
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    job = subprocess.Popen([mpiexec, "-n", str(args.ranks), sys.executable, "-m", "netc",
+                            *args.argv], stdin=subprocess.DEVNULL, start_new_session=True)
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: job.send_signal(signum))
     try:
-        return subprocess.run([mpiexec, "-n", str(args.ranks), sys.executable, "-m", "netc",
-                               *args.argv]).returncode
+        return job.wait()
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -744,25 +746,31 @@ def _command(argv: list[str] | None) -> int:
     return code
 
 
-def _reported(run, prefix: str = "") -> int:
-    """run()'s status, or the message and status of what it raised that the user can fix;
-    `prefix` names the rank of a data-parallel job that printed it."""
+def _reported(run, team=None) -> int:
+    """run()'s status, or the message and status of what it raised that the user can fix. In a
+    data-parallel job (team) a rank that failed alone names itself; a failure all ranks reached
+    together (team.settled) is told once, by rank 0."""
+    def say(text: str) -> None:
+        alone = team is not None and not team.settled
+        if team is None or alone or team.root:
+            print(f"rank {team.rank}: {text}" if alone else text, file=sys.stderr)
     try:
         return run()
     except NetcError as e:
-        print(prefix + escape_lines(e.format()), file=sys.stderr)
+        say(escape_lines(e.format()))
         return e.exit_code
     except KeyboardInterrupt:  # anywhere: importing, reading data, compiling
-        print(f"{_line_end()}{prefix}interrupted", file=sys.stderr)
+        print(_line_end(), end="", file=sys.stderr)
+        say("interrupted")
         return 128 + signal.SIGINT
     except BrokenPipeError:
         return _stdout_closed()
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
-        print(prefix + escape_lines(f"error: {where}{e.strerror or e}"), file=sys.stderr)
+        say(escape_lines(f"error: {where}{e.strerror or e}"))
         return 2
     except MemoryError:
-        print(f"{prefix}error: out of memory", file=sys.stderr)
+        say("error: out of memory")
         return 2
 
 

@@ -98,9 +98,6 @@ class Solo:
     def deferred_interrupts(self):
         return contextlib.nullcontext()
 
-    def end(self, code: int) -> int:
-        return code
-
 
 SOLO = Solo()
 
