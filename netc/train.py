@@ -455,9 +455,10 @@ class _Run:
         n = len(train)
         batch = config.batch or n  # the global batch: each rank takes its shard of it
         least = team.size * self.network.min_train_batch  # samples a step must have
-        if batch < least:
-            raise DataError(f"a batch of {batch} cannot be shared by {team.size} ranks: each "
-                            f"needs at least {_plural(self.network.min_train_batch, 'sample')}",
+        if team.size > 1 and min(batch, n) < least:
+            what = f"a batch of {batch}" if batch <= n else f"the {_plural(n, 'training sample')}"
+            raise DataError(f"{what} cannot be shared by {team.size} ranks: each needs at "
+                            f"least {_plural(self.network.min_train_batch, 'sample')}",
                             hint=f"--batch {least} or more, or fewer ranks")
         model = self.model = self.network.compile(
             batch=-(-batch // team.size), optimizer=config.optimizer, flags=flags,

@@ -159,6 +159,13 @@ def test_a_rank_that_raises_ends_the_job_naming_it(small, tmp_path):
     assert "rank 1: error: a disk failed on purpose" in job.stderr
 
 
+def test_a_batch_too_small_for_the_ranks_is_refused(small, tmp_path):
+    job = mpiexec(2, "-m", "netc", "train", *train_args(small, tmp_path, "--batch", "1"))
+    assert job.returncode == 4  # a DataError's status, through MPI_Abort
+    assert "a batch of 1 cannot be shared by 2 ranks" in job.stderr
+    assert "Traceback" not in job.stderr
+
+
 def test_a_killed_rank_ends_the_job_and_the_checkpoint_is_intact(one_rank, small, tmp_path):
     saved = tmp_path / "checkpoint.npz"
     shutil.copy(one_rank, saved)
