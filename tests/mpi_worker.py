@@ -20,6 +20,10 @@ SPEC = """network small
 input 1x8x8
 conv(3, k=3, act=tanh) - maxpool(2) - fc(6, act=tanh) - softmax(4)
 """
+NORM = """network norm
+input 1x8x8
+conv(3, k=3) - bn - relu - fc(4) - softmax
+"""
 SAMPLES, BATCH, STEPS = 40, 8, 5  # the global batch: 8 samples split over 2 or 3 ranks
 CASES = {"sgd": dict(optimizer="sgd", momentum=0.9, weight_decay=0.0),
          "sgd_decay": dict(optimizer="sgd", momentum=0.9, weight_decay=0.01),
@@ -48,7 +52,8 @@ def one_process(case: str) -> dict[str, np.ndarray]:
 def steps(out: str) -> None:
     """Each rank seeded differently (rank + 1), rank 0's state shared, then STEPS steps of the
     team; rank 0 writes every case's parameters, and the parameters' sums on each rank before
-    and after share_state."""
+    and after share_state. Then 2 steps of a BatchNorm net: each rank's running statistics
+    before and after average_buffers."""
     team = distributed.join()
     x, y = data()
     results = {}
@@ -65,8 +70,16 @@ def steps(out: str) -> None:
         if team.root:
             results |= {f"{case}/{k}": v for k, v in model.params.items()}
             results |= {f"{case}/before": np.array(before), f"{case}/after": np.array(after)}
+    model = load(NORM).compile(batch=-(-BATCH // team.size), dtype="float64")
+    team.share_state(model)
+    for s in range(2):
+        mine = team.shard(np.arange(s * BATCH, (s + 1) * BATCH))
+        team.train_step(model, x[mine], y[mine], BATCH, LR, _hyper("sgd"))
+    before = team.comm.gather(np.concatenate(list(model.buffers.values())))
+    team.average_buffers(model)
+    after = team.comm.gather(np.concatenate(list(model.buffers.values())))
     if team.root:
-        np.savez(out, **results)
+        np.savez(out, **results, norm_before=np.array(before), norm_after=np.array(after))
 
 
 def _hyper(case: str) -> dict:

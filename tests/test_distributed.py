@@ -75,7 +75,7 @@ def tensors(path: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("ranks", [2, 3])
-def test_steps_equal_one_process_and_start_from_rank_0(tmp_path, ranks):
+def test_steps_equal_one_process_start_from_rank_0_and_average_batchnorm(tmp_path, ranks):
     out = tmp_path / "params.npz"
     job = mpiexec(ranks, "mpi_worker.py", "steps", str(out))
     assert job.returncode == 0, job.stderr
@@ -88,6 +88,10 @@ def test_steps_equal_one_process_and_start_from_rank_0(tmp_path, ranks):
             for name, want in mpi_worker.one_process(case).items():
                 error = np.abs(got[f"{case}/{name}"] - want).max() / np.abs(want).max()
                 assert error < 1e-10, (case, name, error)
+        # BatchNorm's running statistics: each rank's own from its shards, then their mean
+        before, after = got["norm_before"], got["norm_after"]
+        assert len({tuple(row) for row in before}) == ranks
+        assert np.allclose(after, before.mean(axis=0), rtol=1e-14, atol=0)
 
 
 @pytest.fixture(scope="module")
