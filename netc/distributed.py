@@ -8,7 +8,8 @@ started several ranks; then Team, over mpi4py (`pip install 'netc[mpi]'`), impor
 A rank takes its slice of every global batch (shard), computes its gradient, and one in-place
 allreduce of the model's contiguous gradient region (Model.gradient) sums them; every rank then
 applies the same update to the same parameters, broadcast from rank 0 at the start. Evaluation
-is sharded and summed; BatchNorm's running statistics are averaged before each evaluation.
+is sharded and summed; BatchNorm's running statistics are averaged at the end of each epoch,
+before the evaluation and the checkpoint.
 
 Failures. A collective waits for every rank, so a rank that stops alone must end the job:
 Team.end() calls MPI_Abort for any failure the ranks did not reach together. Diverging and
@@ -51,7 +52,7 @@ def join() -> Solo | Team:
     """This process's team: Solo outside mpiexec (or with -n 1), else Team over mpi4py."""
     size = launched_size()
     if size == 1:
-        return Solo()
+        return SOLO
     try:
         from mpi4py import MPI
     except ImportError:
