@@ -1,17 +1,18 @@
 """Issue 14 §4: data-parallel training speed on this machine, and a model of it past one machine.
 
-    python bench/distributed.py                 # all three nets, ~3 min on the 2-core machine
+    python bench/distributed.py                 # all three nets, ~6 min on the 2-core machine
     python bench/distributed.py --nets lenet5 --seconds 1
 
 For LeNet-5, MNIST-BASE (examples/mcn-base.net) and the VGG-style net (bench/perf_vgg.net): the
 training images/s of 1 rank × 1 thread, 2 ranks × 1 thread (mpiexec) and 1 rank × 2 threads, a
 batch of 64 per rank, random inputs, SGD with momentum; each figure the median of --repeats
-timings of >= --seconds, in the same run. The CPU seconds a rank spends per step (its own work,
-and MPI's polling while it waits) say how efficient the ranks are whatever else runs: on a
-machine shared with other work, wall-clock efficiency also measures the cores the ranks got.
-For 2 ranks also the time of the step's exchange alone (the allreduce of the gradient region
-and of the loss), timed by itself between barriers. Then, from the measured 1-thread step, the
-ring-allreduce model for 8, 64 and 512 ranks at 10 and 100 Gbit/s. Prints markdown
+rounds, a round timing every setup once, in turn, for >= --seconds. Two separate 1-rank jobs run
+side by side say what the two cores give two processes at that moment: 2 ranks against them is
+the cost of being one job, whatever else runs on the machine (which wall-clock efficiency also
+measures). The CPU seconds a rank spends per step count its own work and MPI's polling while it
+waits. For 2 ranks also the time of the step's exchange alone (the allreduce of the gradient
+region and of the loss), timed by itself between barriers. Then, from the measured 1-thread
+step, the ring-allreduce model for 8, 64 and 512 ranks at 10 and 100 Gbit/s. Prints markdown
 (docs/distributed.md). Not a test.
 """
 from __future__ import annotations
@@ -41,8 +42,9 @@ HYPER = dict(momentum=0.9, weight_decay=5e-4)
 LATENCY = 5e-6  # seconds per message of the ring (a network's, assumed: not measured here)
 
 
-def worker(net: str, threads: int, seconds: float, repeats: int) -> None:
-    """One rank's part (or the whole job, outside mpiexec): rank 0 prints a JSON line."""
+def worker(net: str, threads: int, seconds: float) -> None:
+    """One rank's part (or the whole job, outside mpiexec): one timing of >= `seconds`; rank 0
+    prints it as a JSON line."""
     team = distributed.join()
     model = load(NETS[net]).compile(batch=BATCH, threads=threads)
     rng = np.random.default_rng(team.rank)
@@ -55,17 +57,16 @@ def worker(net: str, threads: int, seconds: float, repeats: int) -> None:
 
     # the warm-up says how many steps; rank 0's count for all, or they would wait on each other
     steps = team.agree(max(1, round(seconds / _timed(team, step, 3)[0])))
-    wall, cpu = zip(*(_timed(team, step, steps) for _ in range(repeats)))
+    wall, cpu = _timed(team, step, steps)
     exchange = None
     if team.size > 1:
         def exchange_alone():
             team.sum(np.zeros(2))
             team.comm.Allreduce(team.mpi.IN_PLACE, model.gradient, op=team.mpi.SUM)
-        exchange = statistics.median(_timed(team, exchange_alone, steps)[0]
-                                     for _ in range(repeats))
-    cpu = team.sum(np.array([statistics.median(cpu)]))[0] / team.size  # a rank's, on average
+        exchange = _timed(team, exchange_alone, steps)[0]
+    cpu = team.sum(np.array([cpu]))[0] / team.size  # a rank's, on average
     if team.root:
-        print(json.dumps({"step": statistics.median(wall), "cpu": cpu, "exchange": exchange,
+        print(json.dumps({"step": wall, "cpu": cpu, "exchange": exchange,
                           "images": BATCH * team.size, "params": model.plan.param_count}))
 
 
@@ -80,13 +81,32 @@ def _timed(team, fn, n: int) -> tuple[float, float]:
     return (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
 
 
-def run(net: str, ranks: int, threads: int, args) -> dict:
-    command = [sys.executable, __file__, "--worker", net, str(threads), str(args.seconds),
-               str(args.repeats)]
+# name: (ranks, threads, separate jobs at once)
+SETUPS = {"one": (1, 1, 1), "two": (2, 1, 1), "threaded": (1, 2, 1), "apart": (1, 1, 2)}
+
+
+def run(net: str, setup: str, seconds: float) -> dict:
+    """One timing of a setup; for separate jobs, their images/s summed."""
+    ranks, threads, copies = SETUPS[setup]
+    command = [sys.executable, __file__, "--worker", net, str(threads), str(seconds)]
     if ranks > 1:
         command = [str(Path(sys.executable).parent / "mpiexec"), "-n", str(ranks), *command]
-    done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
-    return json.loads(done.stdout.splitlines()[-1])
+    jobs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(copies)]
+    outputs = [job.communicate(timeout=600)[0] for job in jobs]
+    if any(job.returncode for job in jobs):
+        raise SystemExit(f"{' '.join(command)} failed")
+    figures = [json.loads(out.splitlines()[-1]) for out in outputs]
+    return figures[0] | {"rate": sum(f["images"] / f["step"] for f in figures)}
+
+
+def measure(net: str, args) -> dict[str, dict]:
+    """Each setup's median figures over --repeats rounds; a round times every setup once, so
+    that other work on the machine falls on all of them alike."""
+    rounds = [{setup: run(net, setup, args.seconds) for setup in SETUPS}
+              for _ in range(args.repeats)]
+    return {setup: {key: statistics.median(r[setup][key] for r in rounds)
+                    for key in rounds[0][setup] if rounds[0][setup][key] is not None}
+            for setup in SETUPS}
 
 
 def ring_seconds(ranks: int, gradient_bytes: int, gbit: float) -> float:
@@ -99,27 +119,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nets", nargs="+", choices=NETS, default=list(NETS))
     parser.add_argument("--seconds", type=float, default=2.0, help="per timing (default 2)")
-    parser.add_argument("--repeats", type=int, default=3, help="timings per figure (default 3)")
-    parser.add_argument("--worker", nargs=4, metavar=("NET", "THREADS", "SECONDS", "REPEATS"),
+    parser.add_argument("--repeats", type=int, default=5, help="rounds (default 5)")
+    parser.add_argument("--worker", nargs=3, metavar=("NET", "THREADS", "SECONDS"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        net, threads, seconds, repeats = args.worker
-        return worker(net, int(threads), float(seconds), int(repeats))
+        net, threads, seconds = args.worker
+        return worker(net, int(threads), float(seconds))
     print(f"load average before: {os.getloadavg()[0]:.2f} (other work on the machine slows "
           "every figure; compare them within one run)\n")
     print("| net | parameters | 1 rank × 1 thread | 2 ranks × 1 thread | 1 rank × 2 threads | "
-          "2-rank efficiency | CPU time a step, 1 rank → 2 ranks | exchange alone | share of the "
-          "2-rank step |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "2 separate 1-rank jobs at once | 2-rank efficiency | 2 ranks ÷ 2 separate jobs | "
+          "CPU time a step, 1 rank → 2 ranks | exchange alone | share of the 2-rank step |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     measured = {}
     for net in args.nets:
-        one, two, threaded = (run(net, r, t, args) for r, t in ((1, 1), (2, 1), (1, 2)))
-        rate = {k: v["images"] / v["step"] for k, v in
-                (("one", one), ("two", two), ("threaded", threaded))}
-        measured[net] = one
-        print(f"| {net} | {one['params']:,} | {rate['one']:,.0f} img/s | {rate['two']:,.0f} "
-              f"img/s | {rate['threaded']:,.0f} img/s | {rate['two'] / (2 * rate['one']):.0%} "
+        m = measured[net] = measure(net, args)
+        one, two = m["one"], m["two"]
+        print(f"| {net} | {one['params']:,.0f} | {one['rate']:,.0f} img/s | {two['rate']:,.0f} "
+              f"img/s | {m['threaded']['rate']:,.0f} img/s | {m['apart']['rate']:,.0f} img/s "
+              f"| {two['rate'] / (2 * one['rate']):.0%} | {two['rate'] / m['apart']['rate']:.0%} "
               f"| {1e3 * one['cpu']:.1f} → {1e3 * two['cpu']:.1f} ms "
               f"({one['cpu'] / two['cpu']:.0%}) | {1e3 * two['exchange']:.2f} ms | "
               f"{two['exchange'] / two['step']:.1%} |")
@@ -129,7 +148,8 @@ def main() -> None:
     print("| net | gradient | step (compute) | ranks | sent per rank | 10 Gbit/s: step, "
           "efficiency | 100 Gbit/s: step, efficiency |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for net, one in measured.items():
+    for net, m in measured.items():
+        one = m["one"]
         gradient = one["params"] * 4  # float32
         for ranks in (8, 64, 512):
             cells = []

@@ -23,6 +23,7 @@ import os
 import signal
 import socket
 import sys
+import time
 
 import numpy as np
 
@@ -33,6 +34,7 @@ INSTALL = "pip install 'netc[mpi]'"  # mpi4py, and MPICH with its mpiexec, from 
 # The job's size as launchers set it in each rank's environment, read before MPI is touched:
 # MPICH's and Intel MPI's mpiexec and srun --mpi=pmi2 (PMI), Open MPI's mpirun.
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
+ABORT_PAUSE = 0.5  # seconds a failing rank waits for its message to reach mpiexec's output
 
 
 class Stopped(KeyboardInterrupt):
@@ -194,5 +196,8 @@ class Team:
             for stream in (sys.stdout, sys.stderr):
                 with contextlib.suppress(OSError, ValueError):
                     stream.flush()
+            # mpiexec forwards each rank's output on its own time, and the abort kills the
+            # forwarding too: without a pause the message saying why was lost now and then
+            time.sleep(ABORT_PAUSE)
             self.comm.Abort(code)
         return code
