@@ -22,6 +22,7 @@ import math
 import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 from . import __version__
@@ -274,10 +275,63 @@ def _trained_network(args: argparse.Namespace, ckpt=None):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
+    started = distributed.launched_size()
+    if args.ranks and started == 1 and args.ranks > 1:
+        return _launch(args)
+    if args.ranks and args.ranks != started:
+        raise NetcError(f"--ranks {args.ranks}, but mpiexec started {started} ranks",
+                        hint="give one of them: mpiexec -n N, or --ranks N alone")
+    team = distributed.join()
+    if team.size == 1:
+        return _train(args, team)
+    if not team.root:  # rank 0 says what all do ("compiling ...")
+        logging.getLogger("netc").setLevel(logging.WARNING)
+    # A rank that fails alone must end the job (team.end), whatever failed: its message first.
+    try:
+        code = _reported(lambda: _train(args, team), team)
+    except BaseException:  # a bug: its traceback, then the job ends
+        print(f"rank {team.rank}: internal error:", file=sys.stderr)
+        traceback.print_exc()
+        code = 1
+    return team.end(code)
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """--ranks N outside mpiexec: run this very command under `mpiexec -n N` (MPICH's, from the
+    mpi extra, beside this Python first) and wait for it. mpiexec runs in a session of its own,
+    so that Ctrl-C reaches it once, from here (a second one makes it kill the ranks at once),
+    and it passes it on to every rank."""
+    import shutil
+    import subprocess
+
+    from .distributed import INSTALL
+    try:
+        import mpi4py  # noqa: F401  (the package only: MPI itself starts in the ranks)
+    except ImportError:
+        raise NetcError(f"--ranks {args.ranks} needs mpi4py, which is not installed",
+                        hint=INSTALL) from None
+    where = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    mpiexec = shutil.which("mpiexec", path=where)
+    if mpiexec is None:
+        raise NetcError(f"--ranks {args.ranks} needs mpiexec, which is not on the PATH",
+                        hint=INSTALL)
+    job = subprocess.Popen([mpiexec, "-n", str(args.ranks), sys.executable, "-m", "netc",
+                            *args.argv], stdin=subprocess.DEVNULL, start_new_session=True)
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: job.send_signal(signum))
+    try:
+        return job.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _train(args: argparse.Namespace, team) -> int:
     from dataclasses import asdict
 
     from . import checkpoint, data, train
     given = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
+    if team.size > 1 and "threads" not in given:  # on a resume too: the ranks may be others
+        given["threads"] = team.default_threads()
     try:
         ckpt = checkpoint.read(args.resume) if args.resume else None
         # A resumed run goes on with its own settings; options given again override them.
@@ -286,18 +340,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         if config.batch:  # 0: the whole training set
             _check_train_batch(network, config.batch)
         dataset = data.load(config.data)
-        curves = _live_curves()
+        curves = _live_curves() if team.root else None
         # paths and data set names from the command line reach stdout escaped
         train.fit(network, dataset, config, out=args.out, resume=args.resume,
-                  echo=lambda line: print(escape_lines(line)), on_log=curves and curves.update)
+                  echo=lambda line: print(escape_lines(line)), on_log=curves and curves.update,
+                  team=team)
         if curves and curves.finish():
             print(escape(f"curves: {curves.path}"))
     except train.Interrupted as e:
-        print(f"{_line_end()}interrupted: {escape(str(e))}", file=sys.stderr)
+        if team.root:
+            print(f"{_line_end()}interrupted: {escape(str(e))}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print(f"{_line_end()}interrupted before training started: nothing was written",
-              file=sys.stderr)
+        if team.root:
+            print(f"{_line_end()}interrupted before training started: nothing was written",
+                  file=sys.stderr)
         return 130
     return 0
 
@@ -588,6 +645,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="where checkpoints and the log go (default runs/<network>, or the "
                         "resumed checkpoint's folder)")
     p.add_argument("--resume", metavar="CKPT", help="continue the run that wrote CKPT")
+    p.add_argument("--ranks", type=_positive, metavar="N",
+                   help="data-parallel training in N processes on this machine, started with "
+                        "mpiexec (needs the mpi extra; docs/distributed.md)")
     p.set_defaults(run=cmd_train)
 
     p = commands.add_parser(
@@ -666,35 +726,53 @@ def main(argv: list[str] | None = None) -> int:
     level = log.level
     log.setLevel(logging.INFO)
     try:
-        parser = _parser()
-        try:
-            args = parser.parse_args(argv)
-        except SystemExit as e:  # argparse has printed its message (or --help)
-            return int(e.code or 0)
-        if args.command is None:
-            parser.print_help()
-            return 0
-        code = args.run(args)
-        sys.stdout.flush()  # a closed pipe shows here, not at exit as "Exception ignored"
-        return code
+        return _reported(lambda: _command(argv))
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
+def _command(argv: list[str] | None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse has printed its message (or --help)
+        return int(e.code or 0)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # what --ranks runs again
+    code = args.run(args)
+    sys.stdout.flush()  # a closed pipe shows here, not at exit as "Exception ignored"
+    return code
+
+
+def _reported(run, team=None) -> int:
+    """run()'s status, or the message and status of what it raised that the user can fix. In a
+    data-parallel job (team) a rank that failed alone names itself; a failure all ranks reached
+    together (team.settled) is told once, by rank 0."""
+    def say(text: str) -> None:
+        alone = team is not None and not team.settled
+        if team is None or alone or team.root:
+            print(f"rank {team.rank}: {text}" if alone else text, file=sys.stderr)
+    try:
+        return run()
     except NetcError as e:
-        print(escape_lines(e.format()), file=sys.stderr)
+        say(escape_lines(e.format()))
         return e.exit_code
     except KeyboardInterrupt:  # anywhere: importing, reading data, compiling
-        print(f"{_line_end()}interrupted", file=sys.stderr)
+        print(_line_end(), end="", file=sys.stderr)
+        say("interrupted")
         return 128 + signal.SIGINT
     except BrokenPipeError:
         return _stdout_closed()
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
-        print(escape_lines(f"error: {where}{e.strerror or e}"), file=sys.stderr)
+        say(escape_lines(f"error: {where}{e.strerror or e}"))
         return 2
     except MemoryError:
-        print("error: out of memory", file=sys.stderr)
+        say("error: out of memory")
         return 2
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(level)
 
 
 def _line_end() -> str:

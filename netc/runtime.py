@@ -276,9 +276,7 @@ class Model:
                    eps: float = 1e-8) -> float:
         """Forward, loss, backward and one optimizer update in a single C call; the loss.
         sgd uses lr, momentum, weight_decay; adam lr, beta1, beta2, eps, weight_decay."""
-        hyper = [_hyperparameter(name, v) for name, v in (
-            ("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay),
-            ("beta1", beta1), ("beta2", beta2), ("eps", eps))]
+        hyper = _hyperparameters(lr, momentum, weight_decay, beta1, beta2, eps)
         if not self._lock.acquire(blocking=False):
             raise _in_use()
         try:
@@ -288,6 +286,25 @@ class Model:
                 self._pmem, self._pimem, self._ffi.from_buffer(x), labels, targets, b, *hyper))
         finally:
             self._lock.release()
+
+    def update(self, *, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0,
+               beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
+        """train_step's optimizer update alone, from the gradients as they are now: after
+        loss_and_grad and a change to them (data-parallel training sums them over processes)."""
+        hyper = _hyperparameters(lr, momentum, weight_decay, beta1, beta2, eps)
+        if not self._lock.acquire(blocking=False):
+            raise _in_use()
+        try:
+            self._lib.netc_update(self._pmem, self._pimem, *hyper)
+        finally:
+            self._lock.release()
+
+    @property
+    def gradient(self) -> np.ndarray:
+        """Every parameter's gradient in one writable view, in `params` order (the `grads`
+        views are slices of it; the alignment gaps between them hold 0): one buffer to sum."""
+        start = self._plan.region("grads")[0]
+        return self._mem[start:start + self._plan.param_count]
 
     def seed(self, seed: int) -> None:
         """Seed the dropout generator (its state lives in imem: `rng_state`)."""
@@ -467,6 +484,13 @@ def _hyperparameter(name: str, value) -> float:
         if math.isfinite(number) and number >= 0:
             return number
     raise InputError(f"{name} must be a finite number ≥ 0, not {value!r}")
+
+
+def _hyperparameters(lr, momentum, weight_decay, beta1, beta2, eps) -> list[float]:
+    """The optimizer's arguments in the C entry points' order, each checked."""
+    return [_hyperparameter(name, v) for name, v in (
+        ("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay),
+        ("beta1", beta1), ("beta2", beta2), ("eps", eps))]
 
 
 def _per_sample_norms(net: ir.Net, shapes: Shapes) -> tuple[tuple[str, ir.Shape], ...]:

@@ -26,6 +26,7 @@ from .checkpoint import Config  # noqa: F401  (stored in every checkpoint, so de
 from .data import Dataset, Normalizer, Split, picture, validation_split
 from .codegen.views import identifier
 from .data.augment import Augment
+from .distributed import SOLO, Stopped
 from .errors import DataError, NetcError
 from .files import append_text, write_atomic
 from .lower import declared_params
@@ -186,16 +187,18 @@ def predict(model: Model, x: np.ndarray) -> np.ndarray:
     return np.concatenate(chunks).reshape(len(x), -1)
 
 
-def evaluate(model: Model, split: Split) -> Evaluation:
+def evaluate(model: Model, split: Split, team=SOLO) -> Evaluation:
     """Loss, accuracy and confusion matrix in inference mode. Cross-entropy is computed from the
     logits (the softmax's input) by log-sum-exp, as the training step computes it: −log of a
-    float32 probability that underflowed to 0 would be infinite, whatever the true loss."""
-    k, n, labels = outputs(model), len(split), split.y
+    float32 probability that underflowed to 0 would be infinite, whatever the true loss. In a
+    team of ranks (netc.distributed) each evaluates its shard and the sums are shared."""
+    k, mine = outputs(model), team.shard(range(len(split)))
+    inputs, labels, n = split.x[mine.start:mine.stop], split.y[mine.start:mine.stop], len(mine)
     cross_entropy = model.net.loss == "cross_entropy"
     logits = _logits(model) if cross_entropy else None
     losses, predicted = np.empty(n), np.empty(n, np.int64)
     for i in range(0, n, model.batch):
-        x = np.ascontiguousarray(split.x[i:i + model.batch])
+        x = np.ascontiguousarray(inputs[i:i + model.batch])
         b, y = len(x), labels[i:i + model.batch]
         out = model.forward(x).reshape(b, k)
         if cross_entropy:
@@ -209,8 +212,12 @@ def evaluate(model: Model, split: Split) -> Evaluation:
         predicted[i:i + b] = _predicted(out, k)
     confusion = np.zeros((max(k, 2),) * 2, np.int64)
     np.add.at(confusion, (labels, predicted), 1)
-    errors = int((predicted != labels).sum())
-    return Evaluation(float(losses.mean()), 1 - errors / n, errors, n, confusion)
+    # counts below 2**53 are exact in float64
+    sums = team.sum(np.concatenate([[losses.sum()], confusion.reshape(-1)]).astype(np.float64))
+    confusion = sums[1:].astype(np.int64).reshape(confusion.shape)
+    count = int(confusion.sum())
+    errors = count - int(np.trace(confusion))
+    return Evaluation(float(sums[0] / count), 1 - errors / count, errors, count, confusion)
 
 
 def _logits(model: Model) -> np.ndarray | None:
@@ -377,14 +384,15 @@ def _locked(out: Path):
 def fit(network: Network, dataset: Dataset, config: Config = Config(), *,
         out: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
         flags=None, echo=print, progress: bool | None = None,
-        save_every: float = SAVE_EVERY, on_log=None) -> Result:
+        save_every: float = SAVE_EVERY, on_log=None, team=SOLO) -> Result:
     """Train, checkpointing after every epoch into `out` (default: the resumed checkpoint's
     folder, else runs/<network>) when save_every seconds have passed since the last save, and
     after the last epoch; then evaluate on the test split. on_log(path of log.jsonl) is called
     after each epoch's line and the test's is added to the log (the CLI draws curves). Raises
     Diverged on a NaN/Inf loss, DataError for data or a checkpoint that does not fit or a folder
     another run holds, Interrupted on Ctrl-C (after saving the last finished epoch if it was not
-    on disk yet)."""
+    on disk yet). team: this process's rank of a data-parallel job (netc.distributed.join());
+    config.batch is then the global batch, and only rank 0 prints and writes."""
     ckpt = checkpoint.read(resume) if resume else None
     fingerprint = data_sha256(dataset.train)
     if ckpt:
@@ -402,12 +410,21 @@ def fit(network: Network, dataset: Dataset, config: Config = Config(), *,
     mode = ckpt.normalizer.mode if ckpt else config.normalize
     train, val, test, norm = prepare(network, dataset, config, ckpt and ckpt.normalizer,
                                      normalize_train=not (augment and _whitens(mode)))
-    with _locked(out):
+    if not team.root:
+        echo, progress, on_log = (lambda line: None), False, None
+    with _locked(out) if team.root else contextlib.nullcontext():
         run = _Run(network, dataset, config, out, ckpt, norm, fingerprint, echo, save_every,
-                   on_log or (lambda log: None))
+                   on_log or (lambda log: None), team)
         try:
             return run.go(train, val, test, flags,
                           sys.stderr.isatty() if progress is None else progress)
+        except Diverged:
+            team.settle()
+            raise
+        except Stopped:
+            message = run.interrupted()
+            team.settle()
+            raise Interrupted(message) from None
         except KeyboardInterrupt:
             raise Interrupted(run.interrupted()) from None
 
@@ -417,11 +434,12 @@ class _Run:
 
     def __init__(self, network: Network, dataset: Dataset, config: Config, out: Path,
                  ckpt: checkpoint.Checkpoint | None, norm: Normalizer, fingerprint: str, echo,
-                 save_every: float, on_log):
+                 save_every: float, on_log, team):
         self.network, self.dataset, self.config, self.norm = network, dataset, config, norm
         self.ckpt, self.fingerprint, self.echo, self.save_every = ckpt, fingerprint, echo, \
             save_every
         self.on_log = on_log  # called with the log's path after each line is added
+        self.team = team  # only its rank 0 writes files
         self.paths = {k: out / f"{k}.npz" for k in ("checkpoint", "best")}
         self.log = out / "log.jsonl"
         self.model: Model | None = None
@@ -432,66 +450,112 @@ class _Run:
 
     def go(self, train: Split, val: Split | None, test: Split | None, flags,
            progress: bool) -> Result:
-        config, state, echo, paths = self.config, self.state, self.echo, self.paths
+        config, state, echo, paths, team = (self.config, self.state, self.echo, self.paths,
+                                            self.team)
+        n = len(train)
+        batch = config.batch or n  # the global batch: each rank takes its shard of it
+        least = team.size * self.network.min_train_batch  # samples a step must have
+        if team.size > 1 and min(batch, n) < least:
+            what = f"a batch of {batch}" if batch <= n else f"the {_plural(n, 'training sample')}"
+            raise DataError(f"{what} cannot be shared by {team.size} ranks: each needs at "
+                            f"least {_plural(self.network.min_train_batch, 'sample')}",
+                            hint=f"--batch {least} or more, or fewer ranks")
+        model = self.model = self.network.compile(
+            batch=-(-batch // team.size), optimizer=config.optimizer, flags=flags,
+            threads=config.threads, deterministic=config.deterministic)
+        self.shuffle = np.random.default_rng(config.seed)  # the same on every rank
+        if self.ckpt:
+            checkpoint.restore(model, self.ckpt)
+            self.shuffle.bit_generator.state = self.ckpt.meta["shuffle_rng"]
+        else:
+            model.init(config.seed)
+        team.share_state(model)
+        if team.root:
+            if not self.ckpt:
+                paths["best"].unlink(missing_ok=True)  # an earlier run's
+            write_atomic(self.log, "".join(json.dumps(r) + "\n" for r in state.history).encode(),
+                         "the training log")
+        ranks = team.describe(config.threads)
+        echo(_header(self.network, model, self.dataset, config, train, val, test, batch, ranks))
+        if self.ckpt:
+            echo(f"resuming from {self.ckpt.path} after epoch {state.epoch}")
+        with team.deferred_interrupts():
+            self._epochs(train, val, batch, progress)
+        if config.early_stop and state.stale >= config.early_stop:
+            echo(f"early stop: no better validation loss for {_plural(state.stale, 'epoch')}; "
+                 f"using epoch {state.best_epoch}")
+        best = team.agree(bool(config.early_stop) and paths["best"].exists())  # on rank 0's disk
+        used = paths["best"] if best else self.kept[0]
+        if used != self.kept[0]:
+            if team.root:
+                checkpoint.restore(model, checkpoint.read(used), training=False)
+            team.share_state(model)
+        result = evaluate(model, test, team) if test is not None else None
+        if result is not None:
+            echo(f"test accuracy {100 * result.accuracy:.2f}% ({result.errors:,} errors in "
+                 f"{result.count:,}), loss {result.loss:.4f}")
+            self._log({"test_loss": result.loss, "test_acc": result.accuracy,
+                       "test_errors": result.errors, "test_count": result.count,
+                       "checkpoint": str(used)})
+        echo(f"checkpoint: {used}  (log: {self.log})")
+        return Result(model, state.history, result, used, self.norm)
+
+    def _epochs(self, train: Split, val: Split | None, batch: int, progress: bool) -> None:
+        config, state, paths, team, model = (self.config, self.state, self.paths, self.team,
+                                             self.model)
         k, n, augment = outputs(self.network), len(train), Augment.parse(config.augment)
         if augment:  # the training split is raw when whitened (fit), else normalised
             whitened = _whitens(self.norm.mode)
             black = None if whitened else \
                 self.norm.apply(np.zeros((1, *train.x.shape[1:]), np.float32))[0, :, 0, 0]
             padded = augment.pad(train.x, fill=black)
-        model = self.model = self.network.compile(
-            batch=config.batch or n, optimizer=config.optimizer, flags=flags,
-            threads=config.threads, deterministic=config.deterministic)
-        self.shuffle = np.random.default_rng(config.seed)
-        if self.ckpt:
-            checkpoint.restore(model, self.ckpt)
-            self.shuffle.bit_generator.state = self.ckpt.meta["shuffle_rng"]
-        else:
-            model.init(config.seed)
-            paths["best"].unlink(missing_ok=True)  # an earlier run's
-        write_atomic(self.log, "".join(json.dumps(r) + "\n" for r in state.history).encode(),
-                     "the training log")
         out_view = model.activation(model.net.layers[-1].label).reshape(model.batch, -1)
         hyper = dict(momentum=config.momentum, weight_decay=config.weight_decay)
-
-        echo(_header(self.network, model, self.dataset, config, train, val, test))
         saved = time.perf_counter()
-        if self.ckpt:
-            echo(f"resuming from {self.ckpt.path} after epoch {state.epoch}")
         while state.epoch < config.epochs and not (config.early_stop and
                                                    state.stale >= config.early_stop):
             lr, start = lr_at(config, state.epoch), time.perf_counter()
-            batches = np.array_split(self.shuffle.permutation(n),
-                                     range(model.batch, n, model.batch))
-            if len(batches) > 1 and len(batches[-1]) < model.min_train_batch:
-                # a lone last sample would give BatchNorm a batch variance of 0: skip it, as
-                # PyTorch's drop_last would; the next epoch's shuffle leaves out another one
+            batches = np.array_split(self.shuffle.permutation(n), range(batch, n, batch))
+            if len(batches) > 1 and len(batches[-1]) < team.size * model.min_train_batch:
+                # too few samples to give every rank its share (a lone last sample would give
+                # BatchNorm a batch variance of 0): skip it, on every rank, as PyTorch's
+                # drop_last would; the next epoch's shuffle leaves out others
                 batches.pop()
             bar = _Progress(sys.stderr, progress, f"epoch {state.epoch + 1}/{config.epochs}",
                             sum(map(len, batches)))
             total, correct, seen = 0.0, 0, 0
-            # A generator per epoch, derived from the seed: a resumed run draws what an
-            # uninterrupted one would, with nothing more in the checkpoint.
-            moves = np.random.default_rng((config.seed, 2, state.epoch)) if augment else None
+            # Generators per epoch, derived from the seed: a resumed run draws what an
+            # uninterrupted one would, with nothing more in the checkpoint. Rank 0 draws what
+            # one process would, every other rank its own.
+            rank = (team.rank,) if team.rank else ()
+            moves = np.random.default_rng((config.seed, 2, state.epoch, *rank)) if augment \
+                else None
+            if rank:
+                model.seed(int(np.random.SeedSequence((config.seed, 3, state.epoch, *rank))
+                               .generate_state(1, np.uint64)[0]))  # the dropout generator
             for i, idx in enumerate(batches):
-                labels = train.y[idx]
-                x = augment.take(padded, idx, moves) if augment else train.x[idx]
+                mine = team.shard(idx)
+                labels = train.y[mine]
+                x = augment.take(padded, mine, moves) if augment else train.x[mine]
                 if augment and whitened:
                     x = self.norm.apply(x)
-                loss = model.train_step(x, _target(labels, k, model.dtype), lr=lr, **hyper)
+                loss = team.train_step(model, x, _target(labels, k, model.dtype), len(idx), lr,
+                                       hyper)
                 if not math.isfinite(loss):
                     bar.close()
                     self._diverged(loss, i + 1, lr)
                 total, seen = total + loss * len(idx), seen + len(idx)
-                correct += int((_predicted(out_view[:len(idx)], k) == labels).sum())
+                correct += int((_predicted(out_view[:len(mine)], k) == labels).sum())
                 bar.update(seen, total / seen)
             bar.close()
+            correct = int(team.sum(np.array([correct], np.float64))[0])
             seconds = time.perf_counter() - start
             record = {"epoch": state.epoch + 1, "lr": lr, "train_loss": total / seen,
                       "train_acc": correct / seen, "seconds": round(seconds, 3),
                       "images_per_s": round(seen / seconds, 1)}
+            team.average_buffers(model)  # before evaluating and checkpointing
             if val is not None:
-                ev = evaluate(model, val)
+                ev = evaluate(model, val, team)
                 if not math.isfinite(ev.loss):
                     self._diverged(ev.loss, "validation", lr)
                 record |= {"val_loss": ev.loss, "val_acc": ev.accuracy}
@@ -503,32 +567,19 @@ class _Run:
             elif val is not None:
                 state.stale += 1
             self.latest = self._snapshot()
-            echo(_epoch_line(record, config.epochs))
-            append_text(self.log, json.dumps(record) + "\n", "the training log")
-            self.on_log(self.log)
+            self.echo(_epoch_line(record, config.epochs))
+            self._log(record)
             if config.early_stop and improved:
                 self._write(paths["best"], self.latest)
             stopping = state.epoch == config.epochs or 0 < config.early_stop <= state.stale
             if stopping or time.perf_counter() - saved >= self.save_every:
                 self._save_latest()
                 saved = time.perf_counter()
-        if config.early_stop and state.stale >= config.early_stop:
-            echo(f"early stop: no better validation loss for {_plural(state.stale, 'epoch')}; "
-                 f"using epoch {state.best_epoch}")
-        used = paths["best"] if config.early_stop and paths["best"].exists() else self.kept[0]
-        if used != self.kept[0]:
-            checkpoint.restore(model, checkpoint.read(used), training=False)
-        result = evaluate(model, test) if test is not None else None
-        if result is not None:
-            echo(f"test accuracy {100 * result.accuracy:.2f}% ({result.errors:,} errors in "
-                 f"{result.count:,}), loss {result.loss:.4f}")
-            append_text(self.log, json.dumps({
-                "test_loss": result.loss, "test_acc": result.accuracy,
-                "test_errors": result.errors, "test_count": result.count,
-                "checkpoint": str(used)}) + "\n", "the training log")
+
+    def _log(self, record: dict) -> None:
+        if self.team.root:
+            append_text(self.log, json.dumps(record) + "\n", "the training log")
             self.on_log(self.log)
-        echo(f"checkpoint: {used}  (log: {self.log})")
-        return Result(model, state.history, result, used, self.norm)
 
     def _snapshot(self) -> _Snapshot:
         s = self.state
@@ -549,7 +600,8 @@ class _Run:
         # the history is only appended to: an earlier epoch's is its prefix
         meta = snap.meta | {"state": snap.meta["state"] | {
             "history": self.state.history[:snap.epoch]}}
-        checkpoint.save(path, self.model, self.norm, meta, snap.tensors)
+        if self.team.root:
+            checkpoint.save(path, self.model, self.norm, meta, snap.tensors)
 
     def _save_latest(self) -> bool:
         """Write the last finished epoch unless it is on disk already; whether it wrote."""
@@ -586,7 +638,7 @@ def _plural(n: int, word: str) -> str:
 
 
 def _header(network: Network, model: Model, ds: Dataset, config: Config, train: Split,
-            val: Split | None, test: Split | None) -> str:
+            val: Split | None, test: Split | None, batch: int, ranks: str) -> str:
     params = sum(p.size for p in model.params.values())
     sizes = ", ".join(f"{len(s):,} {what}" for s, what in ((train, "train"), (val, "validation"),
                                                            (test, "test")) if s is not None)
@@ -598,9 +650,10 @@ def _header(network: Network, model: Model, ds: Dataset, config: Config, train: 
            else f"adam lr {config.lr:g}")
     return (f"{network.net.name}: {params:,} parameters; {ds.name}: {sizes}{padded}\n"
             f"{opt}, weight decay {config.weight_decay:g}, {config.schedule} schedule, batch "
-            f"{model.batch}, {_plural(config.epochs, 'epoch')}, "
+            f"{batch}, {_plural(config.epochs, 'epoch')}, "
             f"normalize {config.normalize}, seed {config.seed}"
-            + (f", {config.threads} threads" if config.threads > 1 else "")
+            + (f", {ranks}" if ranks else f", {config.threads} threads" if config.threads > 1
+               else "")
             + (", deterministic" if config.deterministic else "")
             + (f", augment {config.augment}" if Augment.parse(config.augment) else ""))
 

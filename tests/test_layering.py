@@ -20,7 +20,7 @@ PIPELINE = [
     "data.images", "data.picture", "data.folder", "data.normalize", "data.synthetic",
     "data.augment",
     "data",                                                            # data sets, no netc deps
-    "runtime", "gradcheck", "checkpoint", "train", "plot", "cli", "__main__",
+    "runtime", "gradcheck", "checkpoint", "distributed", "train", "plot", "cli", "__main__",
 ]
 
 
