@@ -249,7 +249,7 @@ class _Lowering:
                 unit = 1 + sum(self._check_size(b.chain, ctx.nested(term.span), memo)
                                for b in term.unit.branches if b.chain is not None)
             elif count and isinstance(term.unit, s.Call) and term.unit.name.lower() in self.blocks:
-                inner = self._enter(term.unit, ctx, "")
+                inner = self._bind(term.unit, ctx)
                 key = (inner.calls[-1], tuple(sorted(inner.values.params.items())))
                 if key not in memo:
                     memo[key] = self._check_size(self.blocks[key[0]].chain, inner, memo)
@@ -375,9 +375,18 @@ class _Lowering:
     # ---- one call -> IR layers, or a block call -> its scope
 
     def _enter(self, call: s.Call, ctx: _Context, label: str | None) -> _Context:
-        """The context of a block call's body: the call's arguments bound (values from the
-        caller's scope, defaults from the block's), named after the call's label or the block
-        and its count in the calling scope (basic1, basic2, ...)."""
+        """The context of a block call's body, named after the call's label or the block and
+        its count in the calling scope (basic1, basic2, ...)."""
+        inner = self._bind(call, ctx)
+        if label is None:
+            key = "block " + call.name.lower()
+            ctx.counts[key] = ctx.counts.get(key, 0) + 1
+            label = f"{self.blocks[call.name.lower()].name}{ctx.counts[key]}"
+        return dataclasses.replace(inner, prefix=ctx.prefix + label + ".")
+
+    def _bind(self, call: s.Call, ctx: _Context) -> _Context:
+        """A block call's context, unnamed: the call's arguments bound (values from the
+        caller's scope, defaults from the block's), cycles and depth checked."""
         block = self.blocks[call.name.lower()]
         if block.name.lower() in ctx.calls:
             path = " → ".join(ctx.calls[ctx.calls.index(block.name.lower()):] +
@@ -392,12 +401,8 @@ class _Lowering:
         for p in block.params:  # defaults see the parameters before them
             values.params[p.name.lower()] = ctx.values.eval(given[p.name.lower()].value) \
                 if p.name.lower() in given else values.eval(p.default)
-        if label is None:
-            key = "block " + block.name.lower()
-            ctx.counts[key] = ctx.counts.get(key, 0) + 1
-            label = f"{block.name}{ctx.counts[key]}"
-        return _Context(ctx.prefix + label + ".", values, {}, ctx, (),
-                        ctx.calls + (block.name.lower(),), ctx.nested(call.span).depth)
+        return _Context("", values, {}, ctx, (), ctx.calls + (block.name.lower(),),
+                        ctx.nested(call.span).depth)
 
     def _block_args(self, block: s.BlockStmt, call: s.Call) -> dict[str, s.Argument]:
         names = [p.name.lower() for p in block.params]
