@@ -61,7 +61,7 @@ def test_readme_test_command_is_what_ci_runs():
 
 def test_each_picture_the_readme_shows_is_committed_and_made_by_a_readme_command():
     pictures = readme_pictures()
-    assert len(pictures) == 5  # curves, confusion matrix, filters, feature maps, diagram
+    assert len(pictures) == 6  # curves, confusion matrix, filters, feature maps, two diagrams
     assert set(pictures) <= set(repository_files())
     made = {written_by(c) for c in readme_commands()}
     assert set(pictures) <= made, set(pictures) - made
