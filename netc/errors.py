@@ -1,7 +1,15 @@
 """The error every stage raises for bad input: a message, where it happened, and a hint."""
 from __future__ import annotations
 
+import difflib
+
 from .span import Span
+
+
+def did_you_mean(name: str, known) -> str:
+    """"; did you mean 'x'?" for the closest of `known`, or "": the wording every check shares."""
+    close = difflib.get_close_matches(name.lower(), list(known), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 class NetcError(Exception):

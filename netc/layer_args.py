@@ -11,15 +11,15 @@ from dataclasses import dataclass
 
 from . import ir
 from . import syntax as s
-from .errors import SpecError
+from .errors import SpecError, did_you_mean
 from .span import Span
-from .values import Scope, did_you_mean, format_number, in_range
+from .values import Scope, format_number, in_range
 
 # ---- layer signatures: argument names in positional order, how many may be positional
 
 
 @dataclass(frozen=True, slots=True)
-class _Sig:
+class Signature:
     names: tuple[str, ...]
     positional: int
     aliases: tuple[tuple[str, str], ...] = ()  # (alias, argument name)
@@ -27,21 +27,21 @@ class _Sig:
 
 _WINDOW = (("k", "size"),)  # pools accept conv's k= for their window
 SIGNATURES = {
-    "conv": _Sig(("out", "k", "stride", "pad", "bias", "groups", "table", "act"), 2,
+    "conv": Signature(("out", "k", "stride", "pad", "bias", "groups", "table", "act"), 2,
                  (("kernel", "k"),)),
-    "pool": _Sig(("mode", "size", "stride", "pad"), 3, _WINDOW),
-    "maxpool": _Sig(("size", "stride", "pad"), 2, _WINDOW),
-    "avgpool": _Sig(("size", "stride", "pad"), 2, _WINDOW),
-    "subsample": _Sig(("size", "stride", "act"), 2, _WINDOW),
-    "gap": _Sig((), 0),
-    "fc": _Sig(("units", "bias", "act"), 1),
-    "relu": _Sig((), 0),
-    "sigmoid": _Sig(("a",), 1),
-    "tanh": _Sig(("a", "b"), 2),
-    "softmax": _Sig(("units",), 1),
-    "dropout": _Sig(("p",), 1),
-    "batchnorm": _Sig(("eps", "momentum"), 2),
-    "flatten": _Sig((), 0),
+    "pool": Signature(("mode", "size", "stride", "pad"), 3, _WINDOW),
+    "maxpool": Signature(("size", "stride", "pad"), 2, _WINDOW),
+    "avgpool": Signature(("size", "stride", "pad"), 2, _WINDOW),
+    "subsample": Signature(("size", "stride", "act"), 2, _WINDOW),
+    "gap": Signature((), 0),
+    "fc": Signature(("units", "bias", "act"), 1),
+    "relu": Signature((), 0),
+    "sigmoid": Signature(("a",), 1),
+    "tanh": Signature(("a", "b"), 2),
+    "softmax": Signature(("units",), 1),
+    "dropout": Signature(("p",), 1),
+    "batchnorm": Signature(("eps", "momentum"), 2),
+    "flatten": Signature((), 0),
 }
 LAYER_ALIASES = {"bn": "batchnorm", "globalavgpool": "gap"}
 LAYER_NAMES = tuple(SIGNATURES) + tuple(LAYER_ALIASES)
@@ -61,9 +61,11 @@ def builtin_kind(call: s.Call, defaults: tuple[str, ...] = ()) -> str:
     return name
 
 
-def bind_args(kind: str, call: s.Call, into: dict[str, s.Argument]) -> None:
-    """Adds the call's arguments to `into` by argument name (a later call overrides a default)."""
-    sig = SIGNATURES[kind]
+def bind_args(kind: str, call: s.Call, into: dict[str, s.Argument],
+              sig: Signature | None = None) -> None:
+    """Adds the call's arguments to `into` by argument name (a later call overrides a default).
+    `sig` is a built-in layer's by default; a block call gives its block's (kind: "block b")."""
+    sig = sig or SIGNATURES[kind]
     aliases = dict(sig.aliases)
     given: set[str] = set()
     for i, arg in enumerate(call.args):

@@ -16,11 +16,11 @@ from typing import Mapping
 
 from . import ir
 from . import syntax as s
-from .errors import SpecError
-from .layer_args import LAYER_NAMES, bind_args, build_layers, builtin_kind
+from .errors import SpecError, did_you_mean
+from .layer_args import LAYER_NAMES, Signature, bind_args, build_layers, builtin_kind
 from .parse import MERGE_KINDS, name_problem, parse, read_source
 from .span import Source, Span, escape
-from .values import MAX_INT, Scope, did_you_mean, in_range
+from .values import MAX_INT, Scope, in_range
 
 # A body expanding to more is refused before expanding it. The bound is compile time: a small conv
 # is the costliest layer to compile, and 256 of them took 34 s with an empty build cache on an idle
@@ -405,31 +405,15 @@ class _Lowering:
                         ctx.nested(call.span).depth)
 
     def _block_args(self, block: s.BlockStmt, call: s.Call) -> dict[str, s.Argument]:
-        names = [p.name.lower() for p in block.params]
+        """The call's arguments by parameter name, bound as a layer call's are; numbers only,
+        and every parameter without a default given."""
+        names = tuple(p.name.lower() for p in block.params)
         given: dict[str, s.Argument] = {}
-        for i, arg in enumerate(call.args):
-            if arg.name is None:
-                if i and call.args[i - 1].name is not None:
-                    raise SpecError("a positional argument cannot follow a named one", arg.span)
-                if i >= len(names):
-                    raise SpecError(f"block {block.name} takes {len(names)} argument"
-                                    f"{'s' if len(names) != 1 else ''}"
-                                    f"{' (' + ', '.join(names) + ')' if names else ''}",
-                                    arg.span, hint=f"it is defined on line {block.span.line}")
-                name = names[i]
-            else:
-                name = arg.name.lower()
-                if name not in names:
-                    raise SpecError(f"block {block.name} has no parameter '{arg.name}'"
-                                    f"{did_you_mean(name, names)}", arg.span,
-                                    hint=f"it takes {', '.join(names) or 'no arguments'} (line "
-                                         f"{block.span.line})")
-            if name in given:
-                raise SpecError(f"argument '{name}' is given twice", arg.span)
+        bind_args(f"block {block.name}", call, given, Signature(names, len(names)))
+        for name, arg in given.items():
             if not isinstance(arg.value, (s.Number, s.Ref, s.Negate, s.Arith)):
                 raise SpecError(f"block {block.name}: argument '{name}' must be a number",
                                 arg.value.span)
-            given[name] = arg
         missing = [p.name for p in block.params if p.default is None and
                    p.name.lower() not in given]
         if missing:

@@ -14,7 +14,7 @@ from lark import Lark, Token, Transformer_NonRecursive, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import syntax as s
-from .errors import SpecError
+from .errors import SpecError, did_you_mean
 from .files import read_regular
 from .resources import grammar_path
 from .span import CONTROL, Source, Span
@@ -295,7 +295,7 @@ class _ToSyntax(Transformer_NonRecursive):
     def merge(self, meta, children):
         name, *branches = children
         if name.lower() not in MERGE_KINDS:
-            raise SpecError(f"unknown merge '{name}'{_close(name.lower(), MERGE_KINDS)}",
+            raise SpecError(f"unknown merge '{name}'{did_you_mean(name, MERGE_KINDS)}",
                             _token_span(self.source, name),
                             hint="add[ a | b ] sums its branches, concat[ a | b ] joins their "
                                  "channels")
@@ -368,11 +368,6 @@ class _ToSyntax(Transformer_NonRecursive):
 
     def ref(self, meta, children):
         return s.Ref(str(children[0]), self._span(meta))
-
-
-def _close(name: str, known) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _dims(tok: Token) -> tuple[int, ...]:

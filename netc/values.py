@@ -5,12 +5,11 @@ expression sees only the parameters declared before it.
 """
 from __future__ import annotations
 
-import difflib
 import math
 
 from . import ir
 from . import syntax as s
-from .errors import SpecError
+from .errors import SpecError, did_you_mean
 from .span import Span
 
 MAX_INT = 2**31 - 1  # the generated C indexes with int
@@ -97,8 +96,3 @@ def in_range(n: int, what: str, minimum: int, span: Span) -> int:
 
 def format_number(x: float) -> str:
     return f"{float(x):.10g}"
-
-
-def did_you_mean(name: str, known) -> str:
-    close = difflib.get_close_matches(name.lower(), list(known), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
