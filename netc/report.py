@@ -130,7 +130,8 @@ def render(d: dict) -> str:
     rows.append(("total", "", "", f"{t['params']:,}", f"{t['connections']:,}", "", "", "",
                  _si(t["macs"]), _si(t["flops"]), _bytes(t["act_bytes"])))
     align = "llrrrrrrrrr"
-    reads = [_reads(d["layers"], k) for k in range(len(d["layers"]))]
+    number = {layer["label"]: n for n, layer in enumerate(d["layers"], 1)}
+    reads = [_reads(d["layers"], k, number) for k in range(len(d["layers"]))]
     if any(reads):  # a graph: rows numbered, with what each reads unless it is the row above
         header = ("#", header[0], "reads", *header[1:])
         rows = [(str(k + 1), row[0], reads[k], *row[1:]) for k, row in enumerate(rows[:-1])] + \
@@ -191,14 +192,13 @@ def render_comparison(reports: list[dict]) -> str:
 
 # ---- helpers
 
-def _reads(layers: list[dict], k: int) -> str:
+def _reads(layers: list[dict], k: int, number: dict[str, int]) -> str:
     """What layer k reads, for a graph's table: "" when it is just the layer before it (as in
-    a chain), else row numbers (#3) and `input`."""
+    a chain), else row numbers (#3, from `number`) and `input`."""
     before = layers[k - 1]["label"] if k else "input"
     if layers[k]["inputs"] == [before]:
         return ""
-    row = {layer["label"]: n for n, layer in enumerate(layers, 1)}
-    return ", ".join(label if label == "input" else f"#{row[label]}"
+    return ", ".join(label if label == "input" else f"#{number[label]}"
                      for label in layers[k]["inputs"])
 
 
