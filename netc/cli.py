@@ -117,6 +117,13 @@ def _threads(text: str) -> int:
     return value
 
 
+def _add_trained(p: argparse.ArgumentParser) -> None:
+    """FILE CKPT [-D ...]: a trained network."""
+    p.add_argument("file", metavar="FILE", help="the .net spec the checkpoint was trained on")
+    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint.npz written by netc train")
+    _add_defines(p)
+
+
 def _add_defines(parser: argparse.ArgumentParser, ranges: bool = False) -> None:
     """-D; only `report` compares a range of values (a..b), the other commands take one."""
     parser.add_argument("-D", dest="defines", metavar="NAME=VALUE", type=define, action="append",
@@ -405,6 +412,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """netc export: the trained network as a standalone C library (docs/deploy.md)."""
+    from . import checkpoint, data
+    from .interop import c_library
+    from .train import fit_input
+    if not args.c:
+        raise NetcError("netc export needs a format: --c (a C library in -o DIR)")
+    if args.out is None:
+        raise NetcError("netc export --c writes a folder: give it with -o DIR")
+    ckpt = checkpoint.read(args.checkpoint)
+    network = _trained_network(args, ckpt)
+    inputs = None
+    if args.data:
+        dataset = data.load(args.data)
+        split = dataset.test if dataset.test is not None else dataset.train
+        inputs = fit_input(split.x[:args.tests], network.net.input, args.data)
+    done = c_library.export_c(ckpt, network, Path(args.out), prefix=args.prefix,
+                              tests=args.tests, batch=args.batch, threads=args.threads,
+                              inputs=inputs)
+    print(escape_lines(
+        f"wrote {', '.join(str(f) for f in done.files)}\n"
+        f"{network.net.name} as {done.prefix}: arena {done.arena_bytes:,} bytes (without reuse: "
+        f"{done.unshared_bytes:,}), weights {done.weights_bytes:,} bytes, up to {args.batch} "
+        f"sample{'s' if args.batch > 1 else ''} a pass; self-test of {done.tests} samples: "
+        f"make -C {args.out} test"))
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -666,9 +701,7 @@ def _parser() -> argparse.ArgumentParser:
         "eval", help="loss, accuracy, error count and confusion matrix of a trained network",
         description="Evaluate the checkpoint CKPT of FILE on the test split of the data it was "
                     "trained on, or of --data (on all of it when it has no test split).")
-    p.add_argument("file", metavar="FILE", help="the .net spec the checkpoint was trained on")
-    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint.npz written by netc train")
-    _add_defines(p)
+    _add_trained(p)
     p.add_argument("--data", metavar="NAME|PATH", help="default: the training run's data set")
     p.add_argument("--plot", metavar="FILE",
                    help="also draw the confusion matrix, counts in its cells, as a PNG "
@@ -676,14 +709,35 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_eval)
 
     p = commands.add_parser(
+        "export", help="a trained network as a standalone C library",
+        description="Write the checkpoint CKPT of FILE as C (--c): a dependency-free C99 "
+                    "library for inference with its weights compiled in, a self-test against "
+                    "netc's outputs, a Makefile and a README, into -o DIR. Details: "
+                    "docs/deploy.md.")
+    _add_trained(p)
+    p.add_argument("--c", action="store_true", help="write a C library into -o DIR")
+    p.add_argument("-o", dest="out", metavar="DIR", help="the folder to write (made if missing)")
+    p.add_argument("--prefix", metavar="NAME",
+                   help="the prefix of every exported symbol and file (default: the network's "
+                        "name, lower case)")
+    p.add_argument("--tests", type=_positive, default=10, metavar="N",
+                   help="samples the self-test stores with netc's outputs (default 10)")
+    p.add_argument("--data", metavar="NAME|PATH",
+                   help="take the self-test's samples from this data set's test split "
+                        "(default: uniform random inputs in [0, 1))")
+    p.add_argument("--batch", type=_positive, default=1, metavar="N",
+                   help="the most samples one pass through the arena holds (default 1)")
+    p.add_argument("--threads", type=_positive, default=1, metavar="N",
+                   help="batch chunks for OpenMP threads, in a -fopenmp build (default 1)")
+    p.set_defaults(run=cmd_export)
+
+    p = commands.add_parser(
         "show", help="draw a trained network's filters or feature maps (needs the plot extra)",
         description="Draw the kernels of a conv layer (--filters LAYER) as a grid with one "
                     "colour scale, or the input and each layer's feature maps for one image "
                     "(--maps IMAGE, or --index N of the test set), into a PNG or SVG. Needs "
                     "matplotlib: pip install 'netc[plot]'. Details: docs/training.md.")
-    p.add_argument("file", metavar="FILE", help="the .net spec the checkpoint was trained on")
-    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint.npz written by netc train")
-    _add_defines(p)
+    _add_trained(p)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--filters", metavar="LAYER", help="the conv layer whose kernels to draw")
     what.add_argument("--maps", metavar="IMAGE",
@@ -703,10 +757,8 @@ def _parser() -> argparse.ArgumentParser:
                     "inverted when its background is the opposite of theirs (a 'note:' line "
                     "on stderr says what was done), zero-padded to the network's input and "
                     "standardised as in training. Details: docs/training.md.")
-    p.add_argument("file", metavar="FILE", help="the .net spec the checkpoint was trained on")
-    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint.npz written by netc train")
+    _add_trained(p)
     p.add_argument("inputs", metavar="INPUT", nargs="+", help="image files")
-    _add_defines(p)
     p.add_argument("--top", type=_positive, default=3, metavar="K",
                    help="how many classes to list (default 3)")
     p.add_argument("--json", action="store_true",

@@ -20,7 +20,9 @@ PIPELINE = [
     "data.images", "data.picture", "data.folder", "data.normalize", "data.synthetic",
     "data.augment",
     "data",                                                            # data sets, no netc deps
-    "runtime", "gradcheck", "checkpoint", "distributed", "train", "plot", "cli", "__main__",
+    "runtime", "gradcheck", "checkpoint", "distributed", "train", "plot",
+    "interop", "interop.c_library",                                    # networks leaving netc
+    "cli", "__main__",
 ]
 
 

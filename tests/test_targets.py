@@ -3,6 +3,7 @@ emit for it, the forward alone. Its outputs equal the training build's bit for b
 weights, it compiles without a warning, and it plans no gradient, optimizer or saved state."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import netc
 from netc.build import build
 from netc.codegen import INFERENCE_CDEF
+from netc.passes import memory
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FAST = ["-O1"]
@@ -35,20 +37,23 @@ SPECS = {
 }
 
 
-def _pair(spec, batch, tmp_path):
-    """A training build (Model) and an inference build (library and plan) of one net."""
+def _pair(spec, batch, tmp_path, parts=1):
+    """A training build (Model) and an inference build (library and plan) of one net, both in
+    `parts` batch chunks (the chunk size picks kernels)."""
     network = netc.load(spec)
-    model = network.compile(batch=batch, flags=FAST, cache_dir=tmp_path)
-    plan = network.plan(batch, training=False)
-    src = network.emit(batch, training=False)
+    model = network.compile(batch=batch, flags=FAST, cache_dir=tmp_path, threads=parts)
+    plan = network.plan(batch, training=False, threads=parts)
+    src = network.emit(batch, training=False, threads=parts)
     lib = build(src.text, src.cdef, name=src.name, flags=FAST, cache_dir=tmp_path)
     return network, model, plan, src, lib
 
 
+# parts 3: chunks that run ahead of each other while activations share memory (Plan.waits)
 @pytest.mark.parametrize("name", SPECS)
-@pytest.mark.parametrize("batch", [20, 1])
-def test_inference_build_gives_the_training_builds_outputs(name, batch, tmp_path):
-    network, model, plan, src, lib = _pair(SPECS[name], batch, tmp_path)
+@pytest.mark.parametrize("batch, parts", [(20, 1), (1, 1), (20, 3)])
+def test_inference_build_gives_the_training_builds_outputs(name, batch, parts, tmp_path):
+    network, model, plan, src, lib = _pair(SPECS[name], batch, tmp_path, parts)
+    assert any(plan.waits) == (parts > 1)
     assert src.cdef == INFERENCE_CDEF and lib.warnings == ""
     assert lib.lib.netc_mem_size() == plan.mem_size
     rng = np.random.default_rng(batch)
@@ -78,10 +83,45 @@ def test_inference_plan_holds_only_the_forward():
     for role in ("grads", "optimizer", "act_grads", "saved", "io"):
         assert roles[role] == 0, role
     assert roles["params"] == train.bytes_by_role()["params"]
-    assert roles["activations"] == train.bytes_by_role()["activations"]
+    # by liveness: an eighth of the training plan's activations (one buffer each)
+    assert roles["activations"] == 12_582_912 < train.bytes_by_role()["activations"] / 8
     assert 0 < roles["workspace"] < train.bytes_by_role()["workspace"]
     assert infer.total_bytes < train.total_bytes / 2
     assert not [b for b in infer.buffers if b.name.endswith((".grad", ".argmax", ".mask"))]
+
+
+def _live_together(net, plan, standalone):
+    """(buffer, buffer) pairs of layer outputs (and a library's input) alive at one step."""
+    names = [f"{layer.label}.out" for layer in net.layers] + (["input"] if standalone else [])
+    lives = [(i, max(net.consumers(i), default=len(net.layers))) for i in range(len(net.layers))]
+    lives += [(-1, max(net.consumers(-1)))] if standalone else []
+    bufs = [plan.buffer(n) for n in names]
+    return [(a, b) for i, a in enumerate(bufs) for j, b in enumerate(bufs[:i])
+            if lives[i][0] <= lives[j][1] and lives[j][0] <= lives[i][1]]
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.net")), ids=lambda p: p.stem)
+def test_activations_alive_together_never_share_memory(path):
+    network = netc.load(path)
+    for standalone in (False, True):
+        plan = network.plan(3, training=False) if not standalone else memory.plan(
+            network.net, network.shapes, 3, training=False, standalone=True)
+        pairs = _live_together(network.net, plan, standalone)
+        assert pairs or (len(network.net.layers) == 1 and not standalone), path.stem
+        for a, b in pairs:
+            assert a.offset >= b.offset + b.size or b.offset >= a.offset + a.size, (a, b)
+        start, end = plan.region("activations")
+        assert all(start <= b.offset and b.offset + b.size <= end
+                   for b in plan.by_role("activations"))
+
+
+def test_a_chains_activations_take_its_two_largest_neighbours():
+    # the least any plan can do for a chain: a layer's input and output exist at once
+    network = netc.load(EXAMPLES / "lenet5.net")
+    plan = network.plan(1, training=False)
+    sizes = [-(-math.prod(o) // 16) * 16 for o in network.shapes.outputs]
+    start, end = plan.region("activations")
+    assert end - start == max(a + b for a, b in zip(sizes, sizes[1:])) == 4704 + 1184
 
 
 def test_inference_build_of_every_example_compiles_without_warnings(tmp_path):

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from .. import ir
 from ..passes.memory import Plan
 from ..passes.shapes import Shapes
 from .env import Code, render
-from .views import ABI_VERSION, net_view
+from .views import ABI_VERSION, LIBRARY_ENTRIES, Library, net_view, weights_view
 
 # The same for every network and dtype, so the Python runtime never changes with the network:
 # real arrays travel as void* (float or double, per netc_real_size()).
@@ -47,23 +49,42 @@ INFERENCE_CDEF = "".join(line + ";\n" for line in
 @dataclass(frozen=True, slots=True)
 class CSource:
     text: str  # the complete C translation unit
-    cdef: str  # its exported declarations for cffi (CDEF)
-    header: str  # netc.h: the same declarations as a C header, for `netc compile -o`
-    name: str  # the network's name, a C identifier
+    cdef: str  # its exported declarations for cffi (CDEF, or a library's three functions)
+    header: str  # its C header: netc.h for `netc compile -o`, <prefix>.h for a library
+    name: str  # the network's name (a library's prefix), a C identifier
 
 
-def emit(net: ir.Net, shapes: Shapes, plan: Plan) -> CSource:
-    """The C of a training build, or of an inference build for a plan with training=False:
-    the same templates, without backward, loss, optimizer and their entry points."""
-    view = net_view(net, shapes, plan)
-    cdef = CDEF if plan.training else INFERENCE_CDEF
+def emit(net: ir.Net, shapes: Shapes, plan: Plan, library: Library | None = None) -> CSource:
+    """The C of a build. The targets (templates/targets/) differ only in their entry points: a
+    training build for netc's runtime; an inference build (a plan with training=False), the same
+    templates without backward, loss, optimizer and their entry points; a standalone library
+    (a standalone plan and its `library`), the inference build with the weights outside the
+    arena and prefixed entry points of its own."""
+    if plan.standalone != (library is not None):
+        raise ValueError("a standalone plan and a library target go together")
+    view = net_view(net, shapes, plan, library)
     parts = [render("prelude.h.j2", view)]
     parts += [render(lv["template"], view, l=lv) for lv in view["layers"]]
     if plan.training:
         parts.append(render(view["loss_template"], view))
     parts.append(render("net.c.j2", view))
-    header = render("header.h.j2", view, cdef=Code(cdef))
+    if library is not None:
+        parts.append(render("targets/library.c.j2", view))
+        header = render("targets/library.h.j2", view)
+        cdef = "".join(f"int {library.prefix}_{fn};\n" for fn in LIBRARY_ENTRIES)
+        return CSource("\n".join(parts), cdef, header, library.prefix)
+    cdef = CDEF if plan.training else INFERENCE_CDEF
+    parts.append(render("targets/runtime.c.j2", view))
+    header = render("targets/runtime.h.j2", view, cdef=Code(cdef))
     return CSource("\n".join(parts), cdef, header, str(view["ident"]))
 
 
-__all__ = ["ABI_VERSION", "CDEF", "INFERENCE_CDEF", "CSource", "emit"]
+def emit_weights(plan: Plan, library: Library, values: dict[str, np.ndarray],
+                 normalization: np.ndarray) -> str:
+    """<prefix>_weights.c: every buffer of the plan's `weights` arena from `values` (by buffer
+    name), the alignment gaps zero, and the input normalisation's constants, as hex floats."""
+    return render("targets/library_weights.c.j2",
+                  weights_view(plan, library, values, normalization))
+
+
+__all__ = ["ABI_VERSION", "CDEF", "INFERENCE_CDEF", "CSource", "Library", "emit", "emit_weights"]

@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import math
 import operator
+import re
+from dataclasses import dataclass
+
+import numpy as np
 
 from .. import __version__, ir
 from ..errors import SpecError
@@ -82,11 +86,43 @@ def _act_text(act: ir.Activation) -> str:
     return f"tanh a={act.a} b={act.b}"
 
 
-def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
+LIBRARY_ENTRIES = ("run(const float* x, float* y, void* arena)",
+                   "run_batch(const float* x, float* y, int n, void* arena)",
+                   "classify(const float* x, void* arena)")
+NORMALIZATIONS = ("none", "mean", "standard", "matrix")
+
+
+@dataclass(frozen=True)
+class Library:
+    """The standalone library target (templates/targets/library.*): the prefix of its symbols
+    and the input normalisation its entry points apply, from a checkpoint's Normalizer: `mean`
+    x - mean[c] and `standard` (x - mean[c]) · scale[c] with one statistic for each `group`
+    consecutive inputs (a channel), `matrix` (x - mean) · M (PCA or ZCA whitening)."""
+
+    prefix: str  # a C identifier; macros take it upper-cased
+    normalize: str = "none"  # one of NORMALIZATIONS
+    mode: str = "none"  # the checkpoint's name for it (standard, zca, ...), for the comments
+    stats: int = 0  # mean, standard: the statistics (channels); matrix: the input size
+    group: int = 1  # mean, standard: the inputs each statistic covers
+
+    def __post_init__(self):
+        Ident(self.prefix)
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, not {self.normalize!r}")
+
+    @property
+    def constants(self) -> int:
+        """Floats of <prefix>_normalization: the mean, then the scale or the matrix."""
+        return {"none": 0, "mean": self.stats, "standard": 2 * self.stats,
+                "matrix": self.stats + self.stats ** 2}[self.normalize]
+
+
+def net_view(net: ir.Net, shapes: Shapes, plan: Plan, library: Library | None = None) -> dict:
     dt = plan.dtype
     if net.loss not in ir.LOSSES:  # it names the loss template
         raise SpecError(f"unknown loss {net.loss!r}", hint=f"one of {', '.join(ir.LOSSES)}")
     off = {b.name: b.offset for b in plan.buffers}
+    at = {b.name: f"{b.arena} + {b.offset}" for b in plan.buffers}  # its C pointer expression
     fused = plan.schedule.fused_loss
     if net.loss == "cross_entropy" and not fused:
         raise SpecError("the cross-entropy loss needs the network to end in a softmax",
@@ -118,12 +154,13 @@ def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
         # the activation of the conv this one reads, whose derivative it applies (dx_act)
         j = net.inputs_of(i)[0]
         v["dx_act"] = _act_args(net.layers[j].act, dt, layer.span) if kernel.dx_act else None
-        v["slots"] = _slots(net, i, off, kernel.workspace)
-        v["merge_slots"] = _merge_slots(net, i, off)
+        v["slots"] = _slots(net, i, at, kernel.workspace)
+        v["merge_slots"] = _merge_slots(net, i, at)
+        v["waits"] = plan.waits[i]
         layers.append(v)
     backward = [v for v in reversed(layers) if not (fused and v["index"] == len(layers) - 1)]
     grads_start, _ = plan.region("grads")
-    return dict(
+    view = dict(
         name=Comment(net.name), ident=Ident(identifier(net.name)), version=Comment(__version__),
         abi=ABI_VERSION, dtype=Ident(dt), real=Ident(REAL[dt]),
         batch=plan.batch, mem_size=plan.mem_size, imem_size=plan.imem_size,
@@ -134,7 +171,7 @@ def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
         dx_offset=off.get("input.grad", 0),
         input_shape=_tuple(net.input), output_shape=_tuple(shapes.outputs[-1]),
         layers=layers, backward=backward,
-        threads=plan.threads, parts=plan.parts, threads_offset=off["threads"],
+        threads=plan.threads, parts=plan.parts, threads_offset=off.get("threads", 0),
         part_grads=_tuple([0] + [off[f"grads.part{p}"] - grads_start if plan.training else 0
                                  for p in range(1, plan.parts)]),
         part_ws=_tuple([0] + [off[f"workspace.part{p}"] - off["workspace"]
@@ -147,53 +184,106 @@ def net_view(net: ir.Net, shapes: Shapes, plan: Plan) -> dict:
         regions=[dict(role=Ident(r), start=s, end=e) for r, s, e in plan.regions],
         buffers=[dict(name=Comment(b.name), role=Ident(b.role), arena=Ident(b.arena),
                       offset=b.offset, shape=_tuple(b.shape)) for b in plan.buffers],
+        weights_size=plan.weights_size,
+        weights_regions=[dict(role=Ident(r), start=s, end=e) for r, s, e in plan.weights_regions],
+    )
+    if library is not None:
+        view.update(_library_view(net, shapes, plan, library, off))
+    return view
+
+
+def _library_view(net: ir.Net, shapes: Shapes, plan: Plan, library: Library, off: dict) -> dict:
+    """What the library target's templates print beyond the network."""
+    lib = library
+    formula = {"none": "none: x is used as it is", "mean": "x - mean[c]",
+               "standard": "(x - mean[c]) * scale[c]", "matrix": "(x - mean) M"}[lib.normalize]
+    norm_doc = ("It is used as it is." if lib.normalize == "none" else
+                f"The checkpoint's input normalisation ({lib.mode}: {formula}) is applied inside.")
+    out = net.layers[-1]
+    return dict(
+        prefix=Ident(lib.prefix), PREFIX=Ident(lib.prefix.upper()),
+        input_size=_size(net.input), output_size=_size(shapes.outputs[-1]),
+        input_offset=off["input"], output_offset=off[out.label + ".out"],
+        arena_bytes=plan.mem_size * plan.real_bytes,
+        normalize=Ident(lib.normalize), norm_mode=Comment(lib.mode), norm_formula=Comment(formula),
+        norm_stats=lib.stats, norm_group=lib.group, norm_size=lib.constants,
+        norm_doc=Comment(norm_doc),
+        output_doc=Comment(f", {out.label}: probabilities that sum to 1"
+                           if isinstance(out, ir.Softmax) else f", {out.label}"),
     )
 
 
-def _slots(net: ir.Net, i: int, off: dict, ws_size: int) -> list[tuple[Ident, Code]]:
+def weights_view(plan: Plan, library: Library, values: dict, normalization) -> dict:
+    """<prefix>_weights.c's view: each weights buffer (in offset order, gaps as zeros) and the
+    normalisation constants, as bit-exact hex floats."""
+    tensors, top = [], 0
+    for b in sorted((b for b in plan.buffers if b.arena == "weights"), key=lambda b: b.offset):
+        tensors.append(dict(name=Comment(b.name), shape=_tuple(b.shape), offset=b.offset,
+                            gap=_tuple([0] * (b.offset - top)) if b.offset > top else None,
+                            numbers=hex_floats(values[b.name])))
+        top = b.offset + b.size
+    return dict(prefix=Ident(library.prefix), PREFIX=Ident(library.prefix.upper()),
+                tensors=tensors, weights_size=plan.weights_size,
+                tail=_tuple([0] * (plan.weights_size - top)) if plan.weights_size > top else None,
+                norm_size=library.constants,
+                normalization=hex_floats(normalization) if library.constants else None)
+
+
+_TRAILING_ZEROS = re.compile(r"\.?0+p")
+
+
+def hex_floats(values, per_line: int = 6) -> Code:
+    """float32 values as C99 hexadecimal literals (0x1.8p+3f), which any C compiler reads back
+    bit for bit, `per_line` to a line."""
+    flat = np.asarray(values, dtype=np.float32).ravel()
+    if not np.isfinite(flat).all():
+        raise ValueError("a weight is NaN or infinite")
+    words = [h + "f" for h in _TRAILING_ZEROS.sub("p", " ".join(
+        map(float.hex, flat.astype(np.float64).tolist()))).split(" ")] if flat.size else []
+    lines = (", ".join(words[i:i + per_line]) for i in range(0, len(words), per_line))
+    return Code(",\n    ".join(lines))
+
+
+def _slots(net: ir.Net, i: int, at: dict, ws_size: int) -> list[tuple[Ident, Code]]:
     """(field, C expression) pairs that fill layer i's `Slots`; absent fields stay NULL. A layer
-    that reads the network's input reads the caller's x and accumulates into dx (NULL unless the
-    input gradient is wanted)."""
+    that reads the network's input reads the caller's x (or a standalone library's copy of it)
+    and accumulates into dx (NULL unless the input gradient is wanted)."""
     layer = net.layers[i]
     label = layer.label
-    inp, dinp = _source(net, net.inputs_of(i)[0], off)
-    s = [("out", f"mem + {off[label + '.out']}"), ("inp", inp)]
-    if label + ".out.grad" in off:  # absent for a softmax fused with the cross-entropy loss
-        s.append(("dout", f"mem + {off[label + '.out.grad']}"))
+    inp, dinp = _source(net, net.inputs_of(i)[0], at)
+    s = [("out", at[label + ".out"]), ("inp", inp)]
+    if label + ".out.grad" in at:  # absent for a softmax fused with the cross-entropy loss
+        s.append(("dout", at[label + ".out.grad"]))
     s.append(("dinp", dinp))
     params = [(field, f"{label}.{suffix}") for field, suffix in (("w", "weight"), ("b", "bias"))
-              if f"{label}.{suffix}" in off]
-    s += [(field, f"mem + {off[name]}") for field, name in params]
-    s += [("d" + field, f"mem + {off[name + '.grad']}") for field, name in params
-          if name + ".grad" in off]
-    for field, name, arena in (("buf", f"{label}.running_mean", "mem"),
-                               ("aux", f"{label}.mask", "mem"),
-                               ("aux", f"{label}.batch_stats", "mem"),
-                               ("iaux", f"{label}.argmax", "imem")):
-        if name in off:
-            s.append((field, f"{arena} + {off[name]}"))
-    if isinstance(layer, ir.Dropout) and "rng.state" in off:
-        s.append(("iaux", f"imem + {off['rng.state']}"))
-    if ws_size and "workspace" in off:
-        s.append(("ws", f"mem + {off['workspace']}"))
+              if f"{label}.{suffix}" in at]
+    s += [(field, at[name]) for field, name in params]
+    s += [("d" + field, at[name + ".grad"]) for field, name in params if name + ".grad" in at]
+    for field, name in (("buf", f"{label}.running_mean"), ("aux", f"{label}.mask"),
+                        ("aux", f"{label}.batch_stats"), ("iaux", f"{label}.argmax")):
+        if name in at:
+            s.append((field, at[name]))
+    if isinstance(layer, ir.Dropout) and "rng.state" in at:
+        s.append(("iaux", at["rng.state"]))
+    if ws_size and "workspace" in at:
+        s.append(("ws", at["workspace"]))
     return [(Ident(field), Code(expr)) for field, expr in s]
 
 
-def _merge_slots(net: ir.Net, i: int, off: dict) -> list[tuple[int, Code, Code]]:
+def _merge_slots(net: ir.Net, i: int, at: dict) -> list[tuple[int, Code, Code]]:
     """(k, input k, its gradient) of a merge: the `ins` and `dins` of its Slots."""
     if not isinstance(net.layers[i], ir.MERGES):
         return []
     return [(k, Code(x), Code(dx)) for k, (x, dx) in
-            enumerate(_source(net, j, off) for j in net.inputs_of(i))]
+            enumerate(_source(net, j, at) for j in net.inputs_of(i))]
 
 
-def _source(net: ir.Net, j: int, off: dict) -> tuple[str, str]:
+def _source(net: ir.Net, j: int, at: dict) -> tuple[str, str]:
     """The C expressions of what index j in `inputs` names, and of its gradient."""
     if j == ir.INPUT:
-        return "x", "dx"
+        return at.get("input", "x"), "dx"
     label = net.layers[j].label
-    grad = f"mem + {off[label + '.out.grad']}" if label + ".out.grad" in off else "NULL"
-    return f"mem + {off[label + '.out']}", grad
+    return at[label + ".out"], at.get(label + ".out.grad", "NULL")
 
 
 def _kernel_view(kernel: Kernel, plan: Plan) -> dict:

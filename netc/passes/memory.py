@@ -96,6 +96,12 @@ class Plan:
     parts: int = 1  # batch chunks, each with its own gradient copy and workspace
     deterministic: bool = False  # parts fixed (DETERMINISTIC_PARTS), not threads
     training: bool = True  # False: an inference build's plan (forward only)
+    standalone: bool = False  # params and buffers in `weights`, compiled into a library
+    weights_size: int = 0  # reals in the read-only `weights` arena of a standalone plan
+    weights_regions: tuple[tuple[str, int, int], ...] = ()  # the same for `weights`
+    # per layer: 1 where its output reuses memory another buffer held, so that with parts > 1
+    # every chunk must be done with that buffer first (a barrier before the layer)
+    waits: tuple[int, ...] = ()
 
     @property
     def real_bytes(self) -> int:
@@ -103,7 +109,7 @@ class Plan:
 
     @property
     def total_bytes(self) -> int:
-        return self.mem_size * self.real_bytes + self.imem_size * 4
+        return (self.mem_size + self.weights_size) * self.real_bytes + self.imem_size * 4
 
     def bytes_by_role(self) -> dict[str, int]:
         """Bytes per role, alignment padding included (each role's region), in ROLES order."""
@@ -112,6 +118,8 @@ class Plan:
             out[role] += (end - start) * self.real_bytes
         for role, start, end in self.imem_regions:
             out[role] += (end - start) * 4
+        for role, start, end in self.weights_regions:
+            out[role] += (end - start) * self.real_bytes
         return out
 
     def find(self, name: str) -> Buffer | None:
@@ -201,10 +209,14 @@ def parts_for(threads: int, deterministic: bool) -> int:
 
 def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
          optimizer: str = "sgd", threads: int = 1, deterministic: bool = False,
-         training: bool = True) -> Plan:
+         training: bool = True, standalone: bool = False) -> Plan:
     """The layout for `batch` samples. training=False plans an inference build (the forward
     alone): no gradients, optimizer state, activation gradients, saved state or input gradient,
-    and the forward's workspace; those regions stay, empty."""
+    and the forward's workspace; those regions stay, empty; and the activations share memory
+    by liveness (`_share`). standalone=True, for an inference build that carries its weights (a
+    library exported with `netc export --c`): params and buffers in a read-only arena `weights`
+    that the library compiles in, the caller's input staged in `mem` (the arena it is given),
+    and no imem."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
     if optimizer not in OPTIMIZERS:
@@ -213,26 +225,29 @@ def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
         raise ValueError(f"batch must be at least 1, not {batch}")
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive integer, not {threads!r}")
+    if standalone and training:
+        raise ValueError("a standalone plan is an inference plan: training=False")
     parts = parts_for(threads, deterministic)
     kernels = schedule(net, shapes, batch, parts)
     mem = _Arena("mem", dtype)
     imem = _Arena("imem", "int32")
+    weights = _Arena("weights", dtype) if standalone else mem
     layers = list(zip(net.layers, shapes.inputs, shapes.outputs))
 
     # params: weights (decayed) first, then the rest; grads mirror them exactly.
     tensors = [(f"{layer.label}.{suffix}", layer.label, shape, decayed)
                for layer, i, _ in layers for suffix, shape, decayed in param_shapes(layer, i)]
     ordered = [t for t in tensors if t[3]] + [t for t in tensors if not t[3]]
-    mem.begin("params")
+    weights.begin("params")
     for name, label, shape, _ in (t for t in ordered if t[3]):
-        mem.add(name, label, shape)
-    decay_count = mem.aligned_top()
+        weights.add(name, label, shape)
+    decay_count = weights.aligned_top()
     for name, label, shape, _ in (t for t in ordered if not t[3]):
-        mem.add(name, label, shape)
-    mem.end()
-    param_count = mem.top
+        weights.add(name, label, shape)
+    weights.end()
+    param_count = weights.top
     mem.begin("grads")
-    for b in list(mem.buffers) if training else ():
+    for b in list(weights.buffers) if training else ():
         mem.add(f"{b.name}.grad", b.layer, b.shape)
     for p in range(1, parts if training else 1):  # each chunk's gradients, added into these
         mem.add(f"grads.part{p}", "", (param_count,))
@@ -242,16 +257,24 @@ def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
         mem.add(f"optimizer.{slot}", "", (param_count,))
     mem.end()
 
-    mem.begin("buffers")
+    weights.begin("buffers")
     for layer, (c, _, _), _ in layers:
         if isinstance(layer, ir.BatchNorm):
-            mem.add(f"{layer.label}.running_mean", layer.label, (c,))
-            mem.add(f"{layer.label}.running_var", layer.label, (c,), align=False)
-    mem.end()
+            weights.add(f"{layer.label}.running_mean", layer.label, (c,))
+            weights.add(f"{layer.label}.running_var", layer.label, (c,), align=False)
+    weights.end()
 
     mem.begin("activations")
-    for layer, _, o in layers:
-        mem.add(f"{layer.label}.out", layer.label, (batch, *o))
+    outputs = [(f"{layer.label}.out", layer.label, (batch, *o)) for layer, _, o in layers]
+    if training:
+        for name, label, shape in outputs:
+            mem.add(name, label, shape)
+    else:
+        lives = [(i, max(net.consumers(i), default=len(layers))) for i in range(len(layers))]
+        if standalone:  # the caller's input, copied (and normalised) into the arena
+            outputs.append(("input", "", (batch, *net.input)))
+            lives.append((-1, max(net.consumers(ir.INPUT))))
+        _share(mem, outputs, lives)
     mem.end()
     mem.begin("act_grads")
     for k, (layer, _, o) in enumerate(layers if training else ()):
@@ -281,7 +304,8 @@ def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
     imem.begin("buffers")
     if training:
         imem.add("rng.state", "", (RNG_WORDS,))
-    imem.add("threads", "", (1,), align=False)
+    if not standalone:  # a library takes its threads from OpenMP
+        imem.add("threads", "", (1,), align=False)
     imem.end()
     imem.begin("optimizer")
     if training:
@@ -294,11 +318,47 @@ def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
     imem.end()
 
     # The generated C indexes within one buffer with int (and takes the batch as an int).
-    largest = max(mem.buffers + imem.buffers, key=lambda b: b.size)
+    every = mem.buffers + imem.buffers + (weights.buffers if standalone else [])
+    largest = max(every, key=lambda b: b.size)
     if largest.size > LIMIT:
         raise InputError(f"batch {batch:,} is too large for this network: {largest.name} would "
                          f"hold {largest.size:,} elements, more than {LIMIT:,}")
-    return Plan(batch, dtype, optimizer, tuple(mem.buffers + imem.buffers), mem.top, imem.top,
-                param_count, decay_count, tuple(mem.regions), tuple(imem.regions), kernels,
-                threads, parts, deterministic, training)
+    outs = [next(b for b in mem.buffers if b.name == name) for name, _, _ in outputs]
+    waits = tuple(int(parts > 1 and any(_overlap(b, other) for other in outs if other is not b))
+                  for b in outs[:len(layers)])
+    return Plan(batch, dtype, optimizer, tuple(weights.buffers if standalone else [])
+                + tuple(mem.buffers + imem.buffers), mem.top, imem.top, param_count,
+                decay_count, tuple(mem.regions), tuple(imem.regions), kernels, threads, parts,
+                deterministic, training, standalone, weights.top if standalone else 0,
+                tuple(weights.regions) if standalone else (), waits)
+
+
+def _share(arena: _Arena, tensors: list[tuple[str, str, tuple[int, ...]]],
+           lives: list[tuple[int, int]]) -> None:
+    """Place tensors that need not all exist at once: tensor k is written at step lives[k][0]
+    and last read at lives[k][1], and two whose steps meet never overlap. Greedy by size (the
+    largest first, each at the lowest aligned offset that leaves it clear of the placed ones it
+    lives with); the buffers are listed in network order."""
+    base = arena.aligned_top()
+    sizes = [arena._aligned(math.prod(shape)) for _, _, shape in tensors]
+    placed: list[tuple[int, int, int]] = []  # (offset, end, k)
+    offsets = [0] * len(tensors)
+    for k in sorted(range(len(tensors)), key=lambda k: (-sizes[k], k)):
+        first, last = lives[k]
+        at = 0
+        for start, end, j in sorted(placed):
+            if lives[j][0] <= last and first <= lives[j][1]:  # alive together
+                if start - at >= sizes[k]:
+                    break
+                at = max(at, end)
+        offsets[k] = at
+        placed.append((at, at + sizes[k], k))
+    for k, (name, label, shape) in enumerate(tensors):
+        arena.top = base + offsets[k]
+        arena.add(name, label, shape, align=False)
+    arena.top = base + max((end for _, end, _ in placed), default=0)
+
+
+def _overlap(a: Buffer, b: Buffer) -> bool:
+    return a.offset < b.offset + b.size and b.offset < a.offset + a.size
 
