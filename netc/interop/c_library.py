@@ -25,7 +25,7 @@ import numpy as np
 from .. import codegen
 from ..checkpoint import Checkpoint
 from ..codegen.env import render
-from ..errors import InputError
+from ..errors import DataError, InputError
 from ..files import write_atomic
 from ..passes import memory
 from ..runtime import Network
@@ -94,6 +94,10 @@ def export_c(ckpt: Checkpoint, network: Network, out: Path, *, prefix: str | Non
     """Write the library of `network` with the checkpoint's weights into `out`. `inputs`: raw
     samples for the self-test (the first `tests`), else uniform [0, 1) ones from `seed`."""
     prefix = check_prefix(prefix if prefix is not None else default_prefix(network))
+    if bad := ckpt.nonfinite():
+        raise DataError(f"{ckpt.path}: {bad[0]} holds NaN or infinite values: such weights "
+                        f"cannot be exported", hint="export a checkpoint of a run that did not "
+                                                    "diverge")
     for name, value, low in (("--tests", tests, 1), ("--batch", batch, 1),
                              ("--threads", threads, 1)):
         if not isinstance(value, int) or value < low or value > 1 << 16:
@@ -127,7 +131,8 @@ def export_c(ckpt: Checkpoint, network: Network, out: Path, *, prefix: str | Non
         files.append(out / name)
     act = plan.by_role("activations")
     start, end = plan.region("activations")
-    unshared = sum(-(-b.size // 16) * 16 for b in act) - (end - start)
+    align = memory.ALIGN_BYTES // 4
+    unshared = sum(-(-b.size // align) * align for b in act) - (end - start)
     return Export(tuple(files), prefix, plan.mem_size * 4, (plan.mem_size + unshared) * 4,
                   plan.weights_size * 4, len(x))
 
