@@ -21,7 +21,7 @@ import math
 import numbers
 import os
 import zipfile
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +163,16 @@ def save(path: str | os.PathLike, model: Model, normalizer: Normalizer, meta: di
     arrays |= tensors(model) if state is None else state
     arrays |= {f"norm/{k}": v for k, v in normalizer.to_dict().items()}
     write_npz_atomic(Path(path), arrays)
+
+
+def untrained_meta(config: Config | None = None) -> dict:
+    """The meta `save` needs for weights that no `netc train` run produced (a benchmark's or a
+    test's initialisation): epoch 0 of `config`, no classes, no data fingerprint, so that eval,
+    predict and export take the checkpoint and train --resume starts at its first epoch."""
+    return {"config": asdict(config or Config()), "classes": None, "data_sha256": "",
+            "shuffle_rng": np.random.PCG64(0).state,
+            "state": {"epoch": 0, "history": [], "best_loss": None, "best_epoch": 0,
+                      "stale": 0}}
 
 
 # ---- reading: nothing is trusted until checked

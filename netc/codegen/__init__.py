@@ -82,7 +82,7 @@ def emit(net: ir.Net, shapes: Shapes, plan: Plan, library: Library | None = None
 def emit_weights(plan: Plan, library: Library, values: dict[str, np.ndarray],
                  normalization: np.ndarray) -> str:
     """<prefix>_weights.c: every buffer of the plan's `weights` arena from `values` (by buffer
-    name), the alignment gaps zero, and the input normalisation's constants, as hex floats."""
+    name), the alignment gaps zero, then the input normalisation's constants, as bytes."""
     return render("targets/library_weights.c.j2",
                   weights_view(plan, library, values, normalization))
 

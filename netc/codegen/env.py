@@ -1,9 +1,9 @@
 """The jinja2 Environment for templates/, and the only text it prints.
 
 StrictUndefined, so a missing view field fails at render time instead of printing wrong C. A
-finalize hook, so `{{ ... }}` prints only ints and the three C text types below (views.py makes
+finalize hook, so `{{ ... }}` prints only ints and the four C text types below (views.py makes
 them), never a str from anywhere else: no name or label from a spec reaches the C except escaped
-(Comment) or checked (Ident). `render` also proves that every Comment sits in a `//` comment.
+(Comment) or checked (Ident), and data only as numbers (Code) or escaped bytes (ByteString). `render` also proves that every Comment sits in a `//` comment.
 Never touches the IR; loads templates only.
 """
 from __future__ import annotations
@@ -65,6 +65,22 @@ class Code(CText):
         return super().__new__(cls, text)
 
 
+class ByteString(CText):
+    """Bytes as C string literals, every byte written \\xNN (so no quote, backslash or line end
+    of the data reaches the C), LINE bytes to a literal, one literal a line: adjacent literals,
+    which C joins into one. A library's weights: compilers read a long string literal many
+    times faster, in a fraction of the memory, than the same floats as an initializer list."""
+
+    __slots__ = ()
+    LINE = 64
+
+    def __new__(cls, data: bytes, indent: str = "    ") -> ByteString:
+        escaped = ("x" + data.hex("x")).replace("x", "\\x") if data else ""
+        width = 4 * cls.LINE
+        lines = (escaped[i:i + width] for i in range(0, len(escaped), width))
+        return super().__new__(cls, "\n".join(f'{indent}"{line}"' for line in lines))
+
+
 _COMMENT_UNSAFE = re.compile(r"[^ !\"#$%&'()+,\-.0-9:;<=>@A-Z\[\]^_`a-z{|}~]")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CODE = re.compile(r"[A-Za-z0-9_ .,;+\-*()\n]*")
@@ -88,14 +104,15 @@ def _finalize(value):
     straight from the IR would reach the C unchecked."""
     if isinstance(value, Comment):
         return Markup(COMMENT_MARK + str(value))
-    if isinstance(value, (Ident, Code)):
+    if isinstance(value, (Ident, Code, ByteString)):
         return Markup(str(value))
     if isinstance(value, Markup) or (isinstance(value, int) and not isinstance(value, bool)):
         return value
     if isinstance(value, jinja2.Undefined):
         return str(value)  # StrictUndefined: raises UndefinedError, naming the missing field
     raise TypeError(f"a template printed {type(value).__name__} {value!r}: print only ints and "
-                    f"the C text types of netc/codegen/env.py (Comment, Ident, Code)")
+                    f"the C text types of netc/codegen/env.py (Comment, Ident, Code, "
+                    f"ByteString)")
 
 
 @functools.lru_cache(maxsize=1)

@@ -22,7 +22,7 @@ from ..errors import SpecError
 from ..passes.memory import Plan
 from ..passes.schedule import LANE_PAD, Kernel
 from ..passes.shapes import Shapes
-from .env import Code, Comment, Ident
+from .env import ByteString, Code, Comment, Ident
 
 ABI_VERSION = 1
 REAL = {"float32": "float", "float64": "double"}
@@ -206,7 +206,8 @@ def _library_view(net: ir.Net, shapes: Shapes, plan: Plan, library: Library, off
         input_offset=off["input"], output_offset=off[out.label + ".out"],
         arena_bytes=plan.mem_size * plan.real_bytes,
         normalize=Ident(lib.normalize), norm_mode=Comment(lib.mode), norm_formula=Comment(formula),
-        norm_stats=lib.stats, norm_group=lib.group, norm_size=lib.constants,
+        norm_stats=lib.stats, norm_group=lib.group, norm_offset=plan.weights_size,
+        weights_floats=plan.weights_size + lib.constants,
         norm_doc=Comment(norm_doc),
         output_doc=Comment(f", {out.label}: probabilities that sum to 1"
                            if isinstance(out, ir.Softmax) else f", {out.label}"),
@@ -214,19 +215,25 @@ def _library_view(net: ir.Net, shapes: Shapes, plan: Plan, library: Library, off
 
 
 def weights_view(plan: Plan, library: Library, values: dict, normalization) -> dict:
-    """<prefix>_weights.c's view: each weights buffer (in offset order, gaps as zeros) and the
-    normalisation constants, as bit-exact hex floats."""
-    tensors, top = [], 0
+    """<prefix>_weights.c's view: the plan's `weights` arena (each buffer from `values`, the
+    alignment gaps zero) then the normalisation constants, as the bytes of little-endian
+    float32s, one piece per tensor."""
+    arena = np.zeros(plan.weights_size + library.constants, "<f4")
+    pieces, top = [], 0
     for b in sorted((b for b in plan.buffers if b.arena == "weights"), key=lambda b: b.offset):
-        tensors.append(dict(name=Comment(b.name), shape=_tuple(b.shape), offset=b.offset,
-                            gap=_tuple([0] * (b.offset - top)) if b.offset > top else None,
-                            numbers=hex_floats(values[b.name])))
+        pieces.append((f"{b.name} ({', '.join(map(str, b.shape))}) at {b.offset}", top,
+                       b.offset + b.size))
+        arena[b.offset:b.offset + b.size] = np.asarray(values[b.name], np.float32).ravel()
         top = b.offset + b.size
-    return dict(prefix=Ident(library.prefix), PREFIX=Ident(library.prefix.upper()),
-                tensors=tensors, weights_size=plan.weights_size,
-                tail=_tuple([0] * (plan.weights_size - top)) if plan.weights_size > top else None,
-                norm_size=library.constants,
-                normalization=hex_floats(normalization) if library.constants else None)
+    if library.constants:
+        pieces.append((f"the input normalisation at {plan.weights_size}", top, len(arena)))
+        arena[plan.weights_size:] = np.asarray(normalization, np.float32).ravel()
+    if not np.isfinite(arena).all():
+        raise ValueError("a weight is NaN or infinite")
+    data = arena.tobytes()
+    return dict(prefix=Ident(library.prefix), size=len(arena),
+                tensors=[dict(name=Comment(name), bytes=ByteString(data[4 * lo:4 * hi]))
+                         for name, lo, hi in pieces])
 
 
 _TRAILING_ZEROS = re.compile(r"\.?0+p")
