@@ -3,7 +3,8 @@
 StrictUndefined, so a missing view field fails at render time instead of printing wrong C. A
 finalize hook, so `{{ ... }}` prints only ints and the four C text types below (views.py makes
 them), never a str from anywhere else: no name or label from a spec reaches the C except escaped
-(Comment) or checked (Ident), and data only as numbers (Code) or escaped bytes (ByteString). `render` also proves that every Comment sits in a `//` comment.
+(Comment) or checked (Ident), and data only as numbers (Code) or escaped bytes (ByteString).
+`render` also proves that every Comment sits in a `//` comment.
 Never touches the IR; loads templates only.
 """
 from __future__ import annotations

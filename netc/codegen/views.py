@@ -272,7 +272,9 @@ def _slots(net: ir.Net, i: int, at: dict, ws_size: int) -> list[tuple[Ident, Cod
             s.append((field, at[name]))
     if isinstance(layer, ir.Dropout) and "rng.state" in at:
         s.append(("iaux", at["rng.state"]))
-    if ws_size and "workspace" in at:
+    if label + ".scratch" in at:  # a one-chunk inference plan: scratch of its own, by liveness
+        s.append(("ws", at[label + ".scratch"]))
+    elif ws_size and "workspace" in at:
         s.append(("ws", at["workspace"]))
     return [(Ident(field), Code(expr)) for field, expr in s]
 

@@ -129,12 +129,20 @@ def export_c(ckpt: Checkpoint, network: Network, out: Path, *, prefix: str | Non
     for name, text in texts.items():
         write_atomic(out / name, text.encode(), f"the exported {name}")
         files.append(out / name)
-    act = plan.by_role("activations")
-    start, end = plan.region("activations")
-    align = memory.ALIGN_BYTES // 4
-    unshared = sum(-(-b.size // align) * align for b in act) - (end - start)
-    return Export(tuple(files), prefix, plan.mem_size * 4, (plan.mem_size + unshared) * 4,
+    return Export(tuple(files), prefix, plan.mem_size * 4, unshared_bytes(plan),
                   plan.weights_size * 4, len(x))
+
+
+def unshared_bytes(plan: memory.Plan) -> int:
+    """The arena of `plan` were nothing shared: every layer output (and the staged input) in a
+    buffer of its own, and one scratch buffer for all layers."""
+    align = memory.ALIGN_BYTES // 4
+    pooled = plan.by_role("activations")
+    outputs = sum(-(-b.size // align) * align for b in pooled if not b.name.endswith(".scratch"))
+    scratch = max((-(-b.size // align) * align for b in pooled if b.name.endswith(".scratch")),
+                  default=0)
+    start, end = plan.region("activations")
+    return (plan.mem_size - (end - start) + outputs + scratch) * 4
 
 
 def _test_inputs(inputs: np.ndarray | None, tests: int, shape: tuple[int, ...],

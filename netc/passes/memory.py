@@ -274,7 +274,10 @@ def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
         if standalone:  # the caller's input, copied (and normalised) into the arena
             outputs.append(("input", "", (batch, *net.input)))
             lives.append((-1, max(net.consumers(ir.INPUT))))
-        _share(mem, outputs, lives)
+        scratch = [(i, k.forward_workspace) for i, k in enumerate(kernels.kernels)
+                   if k.forward_workspace and parts == 1]
+        _share(mem, outputs + [(f"{net.layers[i].label}.scratch", net.layers[i].label, (n,))
+                               for i, n in scratch], lives + [(i, i) for i, _ in scratch])
     mem.end()
     mem.begin("act_grads")
     for k, (layer, _, o) in enumerate(layers if training else ()):
@@ -291,7 +294,7 @@ def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
     mem.end()
     mem.begin("workspace")
     ws = kernels.workspace if training else kernels.forward_workspace
-    if ws:
+    if ws and (training or parts > 1):
         mem.add("workspace", "", (ws,))
         for p in range(1, parts):
             mem.add(f"workspace.part{p}", "", (ws,))
