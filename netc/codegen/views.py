@@ -302,6 +302,7 @@ def _kernel_view(kernel: Kernel, plan: Plan) -> dict:
                 chunk_pad=plan.schedule.chunk_pad, im2col=int(kernel.im2col),
                 direct_dx=int(kernel.direct_dx), dw_rows=int(kernel.dw_rows),
                 fwd_rows=int(kernel.fwd_rows), dz_ready=int(kernel.dz_ready),
+                tile_rows=kernel.tile_rows,
                 lane_pad=LANE_PAD)
 
 

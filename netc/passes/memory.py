@@ -228,7 +228,7 @@ def plan(net: ir.Net, shapes: Shapes, batch: int, dtype: str = "float32",
     if standalone and training:
         raise ValueError("a standalone plan is an inference plan: training=False")
     parts = parts_for(threads, deterministic)
-    kernels = schedule(net, shapes, batch, parts)
+    kernels = schedule(net, shapes, batch, parts, training)
     mem = _Arena("mem", dtype)
     imem = _Arena("imem", "int32")
     weights = _Arena("weights", dtype) if standalone else mem

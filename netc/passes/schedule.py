@@ -16,6 +16,11 @@ from .. import ir
 from .shapes import Shapes
 
 LANE_PAD = 16  # scratch rows rounded up to this many reals (AVX-512 float32 lanes)
+# An inference build's column matrix: at most this many reals (32 KiB of float32, in L1 or L2)
+# where that leaves at least TILE_COLUMNS columns, the GEMM's width; the whole matrix otherwise.
+# It is most of a library's arena (VGG-16: 115 of 141 MB at batch 1), and a tile in cache costs
+# the GEMM nothing.
+TILE_BUDGET, TILE_COLUMNS = 8192, 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +44,9 @@ class Kernel:
     dx_act: bool = False
     dz_ready: bool = False
     slices: tuple[tuple[str, int], ...] = ()  # named offsets in its workspace, in order
+    # conv by im2col: the forward's column matrix covers this many output rows at a time (all of
+    # them but in an inference build's large layers: TILE_BUDGET)
+    tile_rows: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +70,11 @@ class Schedule:
         return -(-self.chunk // LANE_PAD) * LANE_PAD
 
 
-def schedule(net: ir.Net, shapes: Shapes, batch: int, parts: int) -> Schedule:
+def schedule(net: ir.Net, shapes: Shapes, batch: int, parts: int,
+             training: bool = True) -> Schedule:
     chunk = -(-batch // parts)
     firsts = _first_writes(net)
-    kernels = [_kernel(layer, shapes.inputs[i], shapes.outputs[i], chunk, firsts[i])
+    kernels = [_kernel(layer, shapes.inputs[i], shapes.outputs[i], chunk, firsts[i], training)
                for i, layer in enumerate(net.layers)]
     for i, layer in enumerate(net.layers):
         # a conv whose input is another conv's activated output, read by it alone, applies that
@@ -98,18 +107,19 @@ def _first_writes(net: ir.Net) -> list[tuple[int, ...]]:
 
 
 def _kernel(layer: ir.AnyLayer, ins: ir.Shape, outs: ir.Shape, chunk: int,
-            first: tuple[int, ...]) -> Kernel:
+            first: tuple[int, ...], training: bool) -> Kernel:
     if isinstance(layer, ir.FC) or (isinstance(layer, ir.Conv) and conv_as_fc(layer, ins)):
         transposed = chunk >= LANE_PAD
         mp = -(-chunk // LANE_PAD) * LANE_PAD
         need = (_prod(ins) + _prod(outs)) * mp if transposed else 0  # the forward's alone
         return Kernel("fc", first, need, need, fc_transposed=transposed)
     if isinstance(layer, ir.Conv):
-        return _conv(layer, ins, outs, first)
+        return _conv(layer, ins, outs, first, training)
     return Kernel(layer.kind, first)
 
 
-def _conv(conv: ir.Conv, ins: ir.Shape, outs: ir.Shape, first: tuple[int, ...]) -> Kernel:
+def _conv(conv: ir.Conv, ins: ir.Shape, outs: ir.Shape, first: tuple[int, ...],
+          training: bool) -> Kernel:
     """A conv's variants and its workspace: backward keeps ∂Wᵀ of the chunk (CI·KK × COP), one
     sample's ∂Zᵀ (P × COP), the flipped weight of a direct ∂X (CI·CO·KK), then the column area
     (the im2col matrix, the forward uses only this; for a direct ∂X the larger of it and the
@@ -135,11 +145,14 @@ def _conv(conv: ir.Conv, ins: ir.Shape, outs: ir.Shape, first: tuple[int, ...]) 
     xp = dzp + (co * lr if rows_dw else 0)
     end = xp + (ci * hp * wp + lr if rows_dw else 0)
     yr = ci * hp * wp + lr  # the forward by rows: the padded input at 0, then its output rows
-    forward = yr + co * lr if rows_fwd else (ci * kk * p if im2col else 0)
+    tile = ho
+    if im2col and not training and ci * kk * p > TILE_BUDGET:
+        tile = min(ho, max(TILE_BUDGET // (ci * kk * wo), -(-TILE_COLUMNS // wo)))
+    forward = yr + co * lr if rows_fwd else (ci * kk * tile * wo if im2col else 0)
     slices = (("dzt", dzt), ("wflip", wflip), ("col", col), ("dwv", dwv), ("dzp", dzp),
               ("xp", xp), ("end", end), ("yr", yr))
     return Kernel("conv", first, max(forward, end), forward, im2col=im2col, direct_dx=direct,
-                  dw_rows=rows_dw, fwd_rows=rows_fwd, slices=slices)
+                  dw_rows=rows_dw, fwd_rows=rows_fwd, slices=slices, tile_rows=tile)
 
 
 def _prod(shape) -> int:
