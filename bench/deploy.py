@@ -98,6 +98,7 @@ def _timed(call, seconds: float) -> float:
 
 
 C_LOOP = r"""
+#define _POSIX_C_SOURCE 199309L  // clock_gettime under -std=c99
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
