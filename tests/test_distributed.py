@@ -38,7 +38,7 @@ OPTIONS = ["--batch", "8", "--epochs", "2", "--lr", "0.1"]
 @pytest.fixture(scope="module", autouse=True)
 def _mpi():
     if shutil.which(MPIEXEC) is None:
-        pytest.fail(f"no {MPIEXEC}: install the mpi extra, pip install -e '.[test,plot,mpi]'",
+        pytest.fail(f"no {MPIEXEC}: install the mpi extra, pip install -e '.[test,plot,mpi,onnx]'",
                     pytrace=False)
 
 
