@@ -387,6 +387,21 @@ def test_weight_gradients_by_rows_match_the_reference(tmp_path, threads):
         assert np.abs(dx - want_dx).max() <= 1e-9 * np.abs(want_dx).max()
 
 
+def test_resnet20_runs_its_long_inner_dimensions_by_rows_where_the_input_fits_l2():
+    # stride-1 3x3 convs on 16x32x32 and 32x16x16 (padded inputs of 18,496 and 10,368 reals, under
+    # schedule.ROWS_BUDGET) go by rows with 2 extra columns in 32 and 16; on 64x8x8 the 2 in 8 cost
+    # more than the column matrix; ∂W by rows only for the first conv (CI·KK = 27)
+    network = netc.load(ROOT / "examples/resnet20.net")
+    convs = [(layer.label, kernel) for kernel, layer
+             in zip(network.plan(1, training=False).schedule.kernels, network.net.layers)
+             if isinstance(layer, ir.Conv)]
+    by_rows = {label for label, kernel in convs if kernel.fwd_rows}
+    assert by_rows == {label for label, _ in convs if label == "conv1"
+                       or label.startswith(("stage1", "stage2")) and label != "stage2_0.conv1"
+                       and not label.endswith("shortcut")}
+    assert {label for label, kernel in convs if kernel.dw_rows} == {"conv1"}
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_large_chunks_match_the_reference(tmp_path, threads):
     import reference as ref

@@ -224,6 +224,9 @@ LAYER_SPECS = {
         conv(10, k=3, pad=1, act=relu) - conv(3, k=3, pad=1, bias=off) - softmax(3)""",
     "conv-by-rows-unpadded": """input 1x4x24
         conv(5, k=3, bias=off, act=tanh(1.7159, 2/3)) - softmax(2)""",
+    # a long inner dimension (CI·KK = 72) by rows: forward only, ∂W and ∂X through im2col
+    "conv-by-rows-long": """input 8x6x20
+        conv(5, k=3, pad=1, act=relu) - softmax(2)""",
     "maxpool-overlap-pad": """input 2x6x5
         maxpool(3, stride=2, pad=1) - softmax(3)""",
     "maxpool-after-relu": """input 2x6x6

@@ -92,12 +92,13 @@ def test_inference_plan_holds_only_the_forward():
     assert roles["params"] == train.bytes_by_role()["params"]
     # by liveness, with each layer's scratch (one chunk): under a twelfth of the training
     # plan's activations, one buffer each
-    assert roles["activations"] == 12_619_776 < train.bytes_by_role()["activations"] / 13
+    assert roles["activations"] == 12_730_880 < train.bytes_by_role()["activations"] / 13
     assert roles["workspace"] == 0
     two = network.plan(64, training=False, threads=2).bytes_by_role()  # two chunks: a workspace
     assert two["activations"] == 12_582_912
-    # each chunk's: column matrices in tiles (schedule.TILE_BUDGET), a fraction of training's
-    assert two["workspace"] == 2 * 147_456 < train.bytes_by_role()["workspace"] / 2
+    # each chunk's: column matrices in tiles (schedule.TILE_BUDGET) or padded rows, a fraction
+    # of training's
+    assert two["workspace"] == 2 * 147_968 < train.bytes_by_role()["workspace"] / 2
     assert infer.total_bytes < train.total_bytes / 2
     assert not [b for b in infer.buffers if b.name.endswith((".grad", ".argmax", ".mask"))]
 

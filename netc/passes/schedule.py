@@ -21,6 +21,7 @@ LANE_PAD = 16  # scratch rows rounded up to this many reals (AVX-512 float32 lan
 # It is most of a library's arena (VGG-16: 115 of 141 MB at batch 1), and a tile in cache costs
 # the GEMM nothing.
 TILE_BUDGET, TILE_COLUMNS = 8192, 64
+ROWS_BUDGET = 32768  # reals of a padded input read whole per block of outputs (128 KiB, in L2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,27 +164,35 @@ def _prod(shape) -> int:
 
 
 def conv_by_rows(conv: ir.Conv, in_shape: ir.Shape, out_shape: ir.Shape) -> bool:
-    """The forward by rows (`_rows_pay`) where the extra columns cost at most 1/8 of the products:
-    below that the column matrix it saves is cheaper than they are."""
-    return _rows_pay(conv, in_shape, out_shape, waste=1 / 8)
+    """The forward by rows (`_rows_pay`) where the extra columns cost at most 1/4 of the products
+    for a short inner dimension, whose column matrix costs most beside its GEMM, and 1/8 past it.
+    A longer inner dimension also needs the padded input in L2 (at most ROWS_BUDGET reals), as
+    every block of output channels reads all of it: ResNet-20's 16- and 32-channel 3×3 convs
+    then run at 81 GFLOP/s where their column matrices and GEMM ran at 40 to 55 (AVX2, batch 1)."""
+    (ci, _, _), (_, ho, wo) = in_shape, out_shape
+    kh, kw = conv.kernel
+    short = ci * kh * kw <= 64
+    return ((short or ci * (ho + kh - 1) * (wo + kw - 1) <= ROWS_BUDGET)
+            and _rows_pay(conv, in_shape, out_shape, waste=1 / 4 if short else 1 / 8))
 
 
 def weight_grad_by_rows(conv: ir.Conv, in_shape: ir.Shape, out_shape: ir.Shape) -> bool:
     """∂W by rows: ∂W[oc][(c·KH + i)·KW + j] = Σ_t ∂Zp[oc][t] Xp[(c·HP + i)·WP + j + t] (the extra
-    entries of ∂Zp are zeros), up to 1/4 extra columns (LeNet-5's and MNIST-BASE's first convs):
-    the alternative builds the column matrix a second time and takes dot products."""
-    return _rows_pay(conv, in_shape, out_shape, waste=1 / 4)
+    entries of ∂Zp are zeros), up to 1/4 extra columns, for a short inner dimension (CI·KK ≤ 64,
+    LeNet-5's and MNIST-BASE's first convs): the alternative builds the column matrix a second
+    time and takes dot products."""
+    (ci, _, _), kh, kw = in_shape, *conv.kernel
+    return ci * kh * kw <= 64 and _rows_pay(conv, in_shape, out_shape, waste=1 / 4)
 
 
 def _rows_pay(conv: ir.Conv, in_shape: ir.Shape, out_shape: ir.Shape, waste: float) -> bool:
-    """A dense stride-1 conv with a short inner dimension (CI·KK ≤ 64, e.g. a first layer on RGB)
-    can work on its zero-padded input read in rows WP = WO + KW - 1 long, where every kernel tap
-    (c, i, j) is one contiguous offset (c·HP + i)·WP + j: products over whole rows with no column
-    matrix, at the price of KW - 1 extra columns per row, at most `waste` of the products."""
-    (ci, _, _), (_, _, wo) = in_shape, out_shape
-    kh, kw = conv.kernel
+    """A dense stride-1 conv can work on its zero-padded input read in rows WP = WO + KW - 1 long,
+    where every kernel tap (c, i, j) is one contiguous offset (c·HP + i)·WP + j: products over
+    whole rows with no column matrix, at the price of KW - 1 extra columns per row, at most
+    `waste` of the products."""
+    wo, kw = out_shape[2], conv.kernel[1]
     return (conv.table is None and conv.groups == 1 and conv.stride == (1, 1)
-            and ci * kh * kw <= 64 and wo + kw - 1 <= (1 + waste) * wo)
+            and wo + kw - 1 <= (1 + waste) * wo)
 
 
 def direct_input_grad(conv: ir.Conv, in_shape: ir.Shape, out_shape: ir.Shape) -> bool:
